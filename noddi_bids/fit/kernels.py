@@ -1,0 +1,407 @@
+"""Compiled per-voxel kernels of the NODDI fitter (numba), run in parallel over voxels.
+
+Why compiled: a Levenberg-Marquardt fit needs the signal and its Jacobian for every voxel at
+every iteration; NumPy over (voxels x measurements) arrays would allocate tens of temporaries per
+step. numba compiles the voxel loop (``prange``: all voxels of a chunk in parallel, no Python
+loop) and keeps each voxel's work in registers and cache. The maths mirrors
+:mod:`noddi_bids.model.noddi`, evaluated through the exact tables of :mod:`noddi_bids.fit.tables`.
+
+Parameter vector of one voxel (``N_PARAMS`` = 6)::
+
+    [u_odi, u_ndi, u_fwf, a, b, s0]
+
+with ``odi = ODI_MIN + (1 - ODI_MIN) sin^2(u_odi)``, ``ndi = sin^2(u_ndi)``,
+``fwf = sin^2(u_fwf)`` (bounded without constraints, as in the NODDI toolbox), the orientation
+``mu = normalise(mu0 + a e1 + b e2)`` in a chart around the starting direction ``mu0``, and the
+b = 0 signal ``s0``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from noddi_bids.fit.bessel import bessel_ratio, log_i0
+from noddi_bids.model.noddi import ODI_MIN
+
+N_PARAMS = 6
+# Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
+_EDGE = 1e-3
+
+
+@njit(cache=True)
+def rician_nll(measured, model, inv_var):
+    """Negative Rician log-likelihood of one voxel, less the model-free ``sum log(m/sigma^2)``."""
+    total = 0.0
+    for m in range(measured.shape[0]):
+        x = measured[m]
+        s = model[m]
+        total += (x * x + s * s) * 0.5 * inv_var - log_i0(x * s * inv_var)
+    return total
+
+
+@njit(cache=True, inline="always")
+def _hermite(nodes, position):
+    """Cell index, Hermite basis weights and their derivatives at ``position`` on ``nodes``."""
+    n_cells = nodes.shape[0] - 1
+    step = (nodes[-1] - nodes[0]) / n_cells
+    t = (position - nodes[0]) / step
+    cell = min(max(int(t), 0), n_cells - 1)
+    t -= cell
+    t2 = t * t
+    t3 = t2 * t
+    weights = (2 * t3 - 3 * t2 + 1, (t3 - 2 * t2 + t) * step, -2 * t3 + 3 * t2, (t3 - t2) * step)
+    slopes = (
+        (6 * t2 - 6 * t) / step,
+        3 * t2 - 4 * t + 1,
+        (-6 * t2 + 6 * t) / step,
+        3 * t2 - 2 * t,
+    )
+    return cell, weights, slopes
+
+
+@njit(cache=True, inline="always")
+def _interpolate(values, derivatives, cell, weights, slopes):
+    """Cubic Hermite value and derivative of a tabulated 1-D function."""
+    v0, v1 = values[cell], values[cell + 1]
+    d0, d1 = derivatives[cell], derivatives[cell + 1]
+    value = weights[0] * v0 + weights[1] * d0 + weights[2] * v1 + weights[3] * d1
+    slope = slopes[0] * v0 + slopes[1] * d0 + slopes[2] * v1 + slopes[3] * d1
+    return value, slope
+
+
+@njit(cache=True)
+def stick_coefficients(odi, odi_nodes, coef, coef_dodi, out, out_dodi):
+    """Chebyshev coefficients of the stick signal at ``odi`` for every b-value (and d/dODI)."""
+    cell, weights, slopes = _hermite(odi_nodes, odi)
+    for shell in range(coef.shape[0]):
+        for k in range(coef.shape[2]):
+            value, slope = _interpolate(
+                coef[shell, :, k], coef_dodi[shell, :, k], cell, weights, slopes
+            )
+            out[shell, k] = value
+            out_dodi[shell, k] = slope
+
+
+@njit(cache=True, inline="always")
+def _clenshaw(coefficients, y):
+    """Chebyshev series value and derivative with respect to ``y``."""
+    b1 = 0.0
+    b2 = 0.0
+    d1 = 0.0
+    d2 = 0.0
+    for k in range(coefficients.shape[0] - 1, 0, -1):
+        d1, d2 = 2.0 * b1 + 2.0 * y * d1 - d2, d1
+        b1, b2 = coefficients[k] + 2.0 * y * b1 - b2, b1
+    return coefficients[0] + y * b1 - b2, b1 + y * d1 - d2
+
+
+@njit(cache=True, inline="always")
+def _clenshaw_value(coefficients, y):
+    """Chebyshev series value."""
+    b1 = 0.0
+    b2 = 0.0
+    for k in range(coefficients.shape[0] - 1, 0, -1):
+        b1, b2 = coefficients[k] + 2.0 * y * b1 - b2, b1
+    return coefficients[0] + y * b1 - b2
+
+
+@njit(cache=True)
+def orientation_frame(mu0):
+    """Two unit vectors completing ``mu0`` to an orthonormal basis."""
+    helper = np.array([1.0, 0.0, 0.0]) if abs(mu0[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = helper - mu0 * (helper @ mu0)
+    e1 /= np.sqrt(e1 @ e1)
+    e2 = np.cross(mu0, e1)
+    return e1, e2
+
+
+@njit(cache=True)
+def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
+    """Signal of one voxel for all measurements (no derivatives), written to ``out``."""
+    odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi, shell, bvals, bvecs, d_par, iso = tables
+    stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
+    cell, weights, slopes = _hermite(odi_nodes, odi)
+    e_cos2, _ = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
+    d_perp_w = d_par * (1.0 - ndi) + d_par * ndi * (1.0 - e_cos2) / 2.0
+    anisotropy = d_par * ndi * (3.0 * e_cos2 - 1.0) / 2.0
+    for m in range(bvals.shape[0]):
+        c = bvecs[m, 0] * mu[0] + bvecs[m, 1] * mu[1] + bvecs[m, 2] * mu[2]
+        x = c * c
+        s_ic = _clenshaw_value(coef_buf[shell[m]], 2.0 * x - 1.0)
+        s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x))
+        out[m] = s0 * ((1.0 - fwf) * (ndi * s_ic + (1.0 - ndi) * s_ec) + fwf * iso[m])
+
+
+@njit(cache=True)
+def decode(params, mu0, e1, e2):
+    """Physical parameters (odi, ndi, fwf, mu, s0) from the unconstrained vector."""
+    odi = ODI_MIN + (1.0 - ODI_MIN) * np.sin(params[0]) ** 2
+    ndi = np.sin(params[1]) ** 2
+    fwf = np.sin(params[2]) ** 2
+    v = mu0 + params[3] * e1 + params[4] * e2
+    mu = v / np.sqrt(v @ v)
+    return odi, ndi, fwf, mu, params[5]
+
+
+@njit(cache=True)
+def encode_fraction(value, low):
+    """Inverse of ``low + (1 - low) sin^2(u)`` (value clipped into the range)."""
+    ratio = min(max((value - low) / (1.0 - low), _EDGE), 1.0 - _EDGE)
+    return np.arcsin(np.sqrt(ratio))
+
+
+@njit(cache=True)
+def signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac):
+    """Signal (M,) and Jacobian (M, 6) with respect to the unconstrained parameters."""
+    odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi, shell, bvals, bvecs, d_par, iso = tables
+    odi, ndi, fwf, mu, s0 = decode(params, mu0, e1, e2)
+    v = mu0 + params[3] * e1 + params[4] * e2
+    norm = np.sqrt(v @ v)
+    dmu_da = (e1 - mu * (mu @ e1)) / norm
+    dmu_db = (e2 - mu * (mu @ e2)) / norm
+    dodi_du = (1.0 - ODI_MIN) * np.sin(2.0 * params[0])
+    dndi_du = np.sin(2.0 * params[1])
+    dfwf_du = np.sin(2.0 * params[2])
+
+    stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
+    cell, weights, slopes = _hermite(odi_nodes, odi)
+    e_cos2, de_dodi = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
+    d_perp_w = d_par * (1.0 - ndi) + d_par * ndi * (1.0 - e_cos2) / 2.0
+    anisotropy = d_par * ndi * (3.0 * e_cos2 - 1.0) / 2.0
+    dperp_dndi = -d_par + d_par * (1.0 - e_cos2) / 2.0
+    dperp_dodi = -d_par * ndi / 2.0 * de_dodi
+    daniso_dndi = d_par * (3.0 * e_cos2 - 1.0) / 2.0
+    daniso_dodi = 1.5 * d_par * ndi * de_dodi
+
+    for m in range(bvals.shape[0]):
+        g = bvecs[m]
+        c = g[0] * mu[0] + g[1] * mu[1] + g[2] * mu[2]
+        x = c * c
+        s_ic, ds_ic_dy = _clenshaw(coef_buf[shell[m]], 2.0 * x - 1.0)
+        ds_ic_dodi = _clenshaw_value(coef_dodi_buf[shell[m]], 2.0 * x - 1.0)
+        b = bvals[m]
+        s_ec = np.exp(-b * (d_perp_w + anisotropy * x))
+        tissue = ndi * s_ic + (1.0 - ndi) * s_ec
+        unit = (1.0 - fwf) * tissue + fwf * iso[m]
+        signal[m] = s0 * unit
+
+        ds_ec_dodi = -b * s_ec * (dperp_dodi + daniso_dodi * x)
+        ds_ec_dndi = -b * s_ec * (dperp_dndi + daniso_dndi * x)
+        ds_dx = s0 * (1.0 - fwf) * (ndi * 2.0 * ds_ic_dy - (1.0 - ndi) * b * anisotropy * s_ec)
+        jac[m, 0] = s0 * (1.0 - fwf) * (ndi * ds_ic_dodi + (1.0 - ndi) * ds_ec_dodi) * dodi_du
+        jac[m, 1] = s0 * (1.0 - fwf) * (s_ic - s_ec + (1.0 - ndi) * ds_ec_dndi) * dndi_du
+        jac[m, 2] = s0 * (iso[m] - tissue) * dfwf_du
+        jac[m, 3] = ds_dx * 2.0 * c * (g[0] * dmu_da[0] + g[1] * dmu_da[1] + g[2] * dmu_da[2])
+        jac[m, 4] = ds_dx * 2.0 * c * (g[0] * dmu_db[0] + g[1] * dmu_db[1] + g[2] * dmu_db[2])
+        jac[m, 5] = unit
+
+
+@njit(cache=True)
+def _likelihood_terms(measured, model, inv_var, gradient_w, curvature_w):
+    """First and (clipped) second derivatives of the NLL with respect to each model value.
+
+    The second derivative ``inv_var (1 - (m^2 inv_var) r'(z))`` with ``r = I1/I0`` is the exact
+    curvature of the Rician term; it is clipped below at a tenth of the Gaussian one, so the
+    Gauss-Newton matrix stays positive definite while converging like Newton near the optimum.
+    """
+    for m in range(measured.shape[0]):
+        x = measured[m]
+        s = model[m]
+        z = x * s * inv_var
+        r = bessel_ratio(z)
+        gradient_w[m] = (s - x * r) * inv_var
+        slope = 0.5 if z < 1e-8 else 1.0 - r / z - r * r
+        curvature_w[m] = max(inv_var * (1.0 - x * x * inv_var * slope), 0.1 * inv_var)
+
+
+@njit(cache=True)
+def _normal_equations(jac, gradient_w, curvature_w, gradient, hessian):
+    """``gradient = J^T g`` and ``hessian = J^T diag(w) J`` (written out: 6 x 6, no BLAS call)."""
+    n_meas, n = jac.shape
+    gradient[:] = 0.0
+    hessian[:] = 0.0
+    for m in range(n_meas):
+        for i in range(n):
+            gradient[i] += jac[m, i] * gradient_w[m]
+            weighted = jac[m, i] * curvature_w[m]
+            for j in range(i + 1):
+                hessian[i, j] += weighted * jac[m, j]
+    for i in range(n):
+        for j in range(i):
+            hessian[j, i] = hessian[i, j]
+
+
+@njit(cache=True)
+def _damped_step(hessian, gradient, damping, step, factor):
+    """Solve ``(H + damping diag(H)) step = -gradient`` by Cholesky; False if not definite."""
+    n = gradient.shape[0]
+    for i in range(n):
+        for j in range(i + 1):
+            total = hessian[i, j] + (damping * hessian[i, i] + 1e-12 if i == j else 0.0)
+            for k in range(j):
+                total -= factor[i, k] * factor[j, k]
+            if i == j:
+                if total <= 0.0:
+                    return False
+                factor[i, i] = np.sqrt(total)
+            else:
+                factor[i, j] = total / factor[j, j]
+    for i in range(n):
+        total = -gradient[i]
+        for k in range(i):
+            total -= factor[i, k] * step[k]
+        step[i] = total / factor[i, i]
+    for i in range(n - 1, -1, -1):
+        total = step[i]
+        for k in range(i + 1, n):
+            total -= factor[k, i] * step[k]
+        step[i] = total / factor[i, i]
+    return True
+
+
+@njit(cache=True)
+def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, tolerance, scratch):
+    """Maximise the Rician likelihood of one voxel from ``params`` (updated in place).
+
+    Newton-type steps with the exact Rician gradient and curvature (see
+    :func:`_likelihood_terms`) and Marquardt damping; a step is kept only if it lowers the
+    negative log-likelihood. Converged means the last step lowered it by less than ``tolerance``
+    or no damped step lowers it any more. Returns (nll without the model-free constant,
+    converged, iterations).
+    """
+    coef_buf, coef_dodi_buf, signal, jac, grad_w, trial_signal = scratch
+    e1, e2 = orientation_frame(mu0)
+    n = N_PARAMS
+    inv_var = 1.0 / (sigma * sigma)
+    curv_w = np.empty(measured.shape[0])
+    gradient = np.empty(n)
+    hessian = np.empty((n, n))
+    factor = np.empty((n, n))
+    step = np.empty(n)
+    trial = np.empty(n)
+    damping = 1e-4
+    signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac)
+    nll = rician_nll(measured, signal, inv_var)
+    for iteration in range(max_iter):
+        _likelihood_terms(measured, signal, inv_var, grad_w, curv_w)
+        _normal_equations(jac, grad_w, curv_w, gradient, hessian)
+        improved = False
+        for _attempt in range(12):
+            if _damped_step(hessian, gradient, damping, step, factor):
+                trial[:] = params + step
+                odi, ndi, fwf, mu, s0 = decode(trial, mu0, e1, e2)
+                model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, trial_signal)
+                trial_nll = rician_nll(measured, trial_signal, inv_var)
+                if trial_nll < nll:
+                    improved = True
+                    break
+            damping *= 10.0
+        if not improved:
+            return nll, True, iteration
+        decrease = nll - trial_nll
+        nll = trial_nll
+        params[:] = trial
+        damping = max(damping / 10.0, 1e-9)
+        signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac)
+        if decrease < tolerance:
+            return nll, True, iteration + 1
+    return nll, False, max_iter
+
+
+@njit(cache=True)
+def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, scratch):
+    """Best (odi, ndi, fwf) on the grid by Rician likelihood, orientation and s0 held fixed."""
+    coef_buf, coef_dodi_buf, signal, _, _, trial_signal = scratch
+    odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi, shell, bvals, bvecs, d_par, iso = tables
+    n_meas = bvals.shape[0]
+    inv_var = 1.0 / (sigma * sigma)
+    x = np.empty(n_meas)
+    for m in range(n_meas):
+        c = bvecs[m] @ mu0
+        x[m] = c * c
+    s_ic = np.empty(n_meas)
+    best = (np.inf, 0.0, 0.0, 0.0)
+    for odi in grid_odi:
+        stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
+        cell, weights, slopes = _hermite(odi_nodes, odi)
+        e_cos2, _ = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
+        for m in range(n_meas):
+            s_ic[m] = _clenshaw_value(coef_buf[shell[m]], 2.0 * x[m] - 1.0)
+        for ndi in grid_ndi:
+            d_perp_w = d_par * (1.0 - ndi) + d_par * ndi * (1.0 - e_cos2) / 2.0
+            anisotropy = d_par * ndi * (3.0 * e_cos2 - 1.0) / 2.0
+            for m in range(n_meas):
+                s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x[m]))
+                signal[m] = ndi * s_ic[m] + (1.0 - ndi) * s_ec
+            for fwf in grid_fwf:
+                for m in range(n_meas):
+                    trial_signal[m] = s0 * ((1.0 - fwf) * signal[m] + fwf * iso[m])
+                nll = rician_nll(measured, trial_signal, inv_var)
+                if nll < best[0]:
+                    best = (nll, odi, ndi, fwf)
+    return best[1], best[2], best[3]
+
+
+@njit(cache=True)
+def _scratch(tables):
+    coef = tables[1]
+    n_meas = tables[6].shape[0]
+    return (
+        np.empty((coef.shape[0], coef.shape[2])),
+        np.empty((coef.shape[0], coef.shape[2])),
+        np.empty(n_meas),
+        np.empty((n_meas, N_PARAMS)),
+        np.empty(n_meas),
+        np.empty(n_meas),
+    )
+
+
+@njit(cache=True, parallel=True)
+def fit_voxels(
+    data, sigma, start, directions, use_grid, grid_odi, grid_ndi, grid_fwf, tables,
+    max_iter, tolerance,
+):  # fmt: skip
+    """Fit every voxel (rows of ``data``) in parallel.
+
+    ``start`` holds (odi, ndi, fwf, s0) per voxel and ``directions`` the starting orientations;
+    with ``use_grid`` the fractions are first chosen by grid search (s0 and orientation kept).
+    Returns params (N, 4: odi, ndi, fwf, s0), directions (N, 3), nll (N, without the model-free
+    constant), converged (N,) and iterations (N,).
+    """
+    n_vox = data.shape[0]
+    out = np.empty((n_vox, 4))
+    out_dir = np.empty((n_vox, 3))
+    nll = np.empty(n_vox)
+    converged = np.zeros(n_vox, dtype=np.bool_)
+    iterations = np.zeros(n_vox, dtype=np.int64)
+    for i in prange(n_vox):
+        scratch = _scratch(tables)
+        mu0 = directions[i] / np.sqrt(directions[i] @ directions[i])
+        odi, ndi, fwf, s0 = start[i, 0], start[i, 1], start[i, 2], start[i, 3]
+        if use_grid:
+            odi, ndi, fwf = grid_search(
+                data[i], sigma[i], s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, scratch
+            )
+        params = np.empty(N_PARAMS)
+        params[0] = encode_fraction(odi, ODI_MIN)
+        params[1] = encode_fraction(ndi, 0.0)
+        params[2] = encode_fraction(fwf, 0.0)
+        params[3] = 0.0
+        params[4] = 0.0
+        params[5] = s0
+        nll[i], converged[i], iterations[i] = levenberg_marquardt(
+            data[i], sigma[i], params, mu0, tables, max_iter, tolerance, scratch
+        )
+        e1, e2 = orientation_frame(mu0)
+        odi, ndi, fwf, mu, s0 = decode(params, mu0, e1, e2)
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = odi, ndi, fwf, s0
+        out_dir[i] = mu
+    return out, out_dir, nll, converged, iterations
+
+
+def set_threads(n_threads: int | None) -> None:
+    """Limit the number of threads of the parallel kernels (None: all cores)."""
+    if n_threads:
+        numba.set_num_threads(min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
