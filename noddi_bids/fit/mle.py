@@ -252,5 +252,5 @@ def _empty_result(n_vox: int, valid: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _no_bar(progress: bool | None) -> bool | None:
-    """tqdm's ``disable``: None lets tqdm decide (off when not attached to a terminal)."""
+    """Return tqdm's ``disable``: None lets tqdm decide (off when not attached to a terminal)."""
     return None if progress is None else not progress
