@@ -1,0 +1,620 @@
+"""Export NODDI maps as DICOM series for the scanner console and PACS.
+
+Each map (ODI, NDI or FWF from one estimator) becomes its own classic *MR Image Storage* series with
+one instance per slice, as in the source study: values in [0, 1] are stored as unsigned integers
+``round(1000 * value)`` (three decimals; BitsAllocated 16, BitsStored 12, HighBit 11,
+PixelRepresentation 0) with RescaleSlope 0.001 and RescaleIntercept 0, so a viewer shows the real
+value. Geometry comes from the NIfTI affine (RAS+) converted to DICOM's patient coordinates (LPS+).
+See ``docs/dicom.md`` for the tags written and the reasons for the choices.
+
+The functions here work on NIfTI files or nibabel images and need no Nipype;
+:mod:`noddi_bids.interfaces.dicom` wraps them for workflows.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage
+from pydicom.valuerep import format_number_as_ds
+
+from noddi_bids import __version__
+
+LOGGER = logging.getLogger(__name__)
+
+#: Stored integer = round(value * SCALE); the DICOM RescaleSlope is its inverse.
+SCALE = 1000
+RESCALE_SLOPE = 1.0 / SCALE
+BITS_STORED = 12
+#: Values are clipped to this range before scaling (NODDI maps are volume fractions or indices).
+VALUE_RANGE = (0.0, 1.0)
+
+_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "noddi-bids.dicom")
+
+#: Placeholder written where the BIDS input carries no patient name (BIDS data are de-identified).
+PLACEHOLDER_PATIENT_NAME = "NODDI^ANONYMOUS"
+PLACEHOLDER_PATIENT_ID = "NODDI-ANONYMOUS"
+PLACEHOLDER_NOTE = "PLACEHOLDER"
+
+#: BIDS ``param-`` labels (and common aliases) -> (short name, full name) of the NODDI parameter.
+PARAMETERS = {
+    "od": ("ODI", "orientation dispersion index"),
+    "odi": ("ODI", "orientation dispersion index"),
+    "icvf": ("NDI", "neurite density index (intra-cellular volume fraction)"),
+    "ndi": ("NDI", "neurite density index (intra-cellular volume fraction)"),
+    "isovf": ("FWF", "free-water fraction (isotropic volume fraction)"),
+    "fwf": ("FWF", "free-water fraction (isotropic volume fraction)"),
+}
+#: BIDS ``desc-`` labels (and aliases) -> (short name, full name) of the estimator.
+ESTIMATORS = {
+    "nnmle": ("NN-MLE", "neural network trained on maximum-likelihood labels"),
+    "nn-mle": ("NN-MLE", "neural network trained on maximum-likelihood labels"),
+    "nngt": ("NN-GT", "neural network trained on ground-truth labels"),
+    "nn-gt": ("NN-GT", "neural network trained on ground-truth labels"),
+    "mle": ("MLE", "Rician maximum-likelihood fit"),
+}
+
+# Patient/study attributes a caller may pass in ``patient`` (DICOM keywords). Anything else is
+# rejected so that a typo does not silently vanish.
+_ALLOWED_ATTRIBUTES = frozenset(
+    {
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "PatientAge",
+        "PatientWeight",
+        "PatientComments",
+        "StudyID",
+        "StudyDate",
+        "StudyTime",
+        "StudyDescription",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "InstitutionName",
+        "StationName",
+        "MagneticFieldStrength",
+        "EchoTime",
+        "RepetitionTime",
+        "ScanningSequence",
+        "SequenceVariant",
+        "ScanOptions",
+        "MRAcquisitionType",
+        "BodyPartExamined",
+        "PatientPosition",
+    }
+)
+_PLACEHOLDER_DEFAULTS = {
+    "PatientName": PLACEHOLDER_PATIENT_NAME,
+    "PatientID": PLACEHOLDER_PATIENT_ID,
+}
+
+
+def generate_uid(*parts: object) -> str:
+    """Return a reproducible DICOM UID (``2.25.<int>``) derived from ``parts``.
+
+    The same parts always give the same UID, so re-running the export on the same data writes the
+    same study, series and instance UIDs; different parts give different UIDs. The number is a
+    name-based (SHA-1, version 5) UUID written as an integer under the ``2.25`` root, as DICOM
+    PS3.5 Annex B.2 allows, so no registered organisation root is needed.
+
+    Parameters
+    ----------
+    *parts : object
+        Strings (or objects with a meaningful ``str``) identifying the entity.
+
+    Returns
+    -------
+    str
+        A UID of at most 64 characters under the UUID-derived root ``2.25``.
+    """
+    name = "\x1f".join(str(part) for part in parts)
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, name).int}"
+
+
+def make_study_uid(subject: str, session: str | None = None, *, dataset: str = "") -> str:
+    """Return the StudyInstanceUID for one BIDS session (one study per session).
+
+    Parameters
+    ----------
+    subject : str
+        Participant label, with or without the ``sub-`` prefix.
+    session : str or None
+        Session label, with or without ``ses-``; None for datasets without sessions.
+    dataset : str
+        Anything that tells datasets apart (e.g. the ``Name`` in ``dataset_description.json`` or
+        the dataset DOI); two datasets with the same subject and session labels get different
+        studies when this differs.
+
+    Returns
+    -------
+    str
+        A reproducible UID; every map of the session shares it.
+    """
+    subject = subject.removeprefix("sub-")
+    session = "" if session is None else session.removeprefix("ses-")
+    return generate_uid("study", dataset, subject, session)
+
+
+def patient_attributes_from_bids(
+    sidecar: str | os.PathLike | Mapping | None = None,
+    participants_tsv: str | os.PathLike | None = None,
+    *,
+    subject: str | None = None,
+    session: str | None = None,
+) -> dict:
+    """Collect patient/study DICOM attributes from BIDS metadata, where present.
+
+    BIDS data are usually de-identified, so most patient attributes are absent; those are left out
+    here and :func:`write_parametric_map_series` fills in clearly marked placeholders
+    (``PatientName`` :data:`PLACEHOLDER_PATIENT_NAME`, a note in ``PatientComments``).
+
+    Parameters
+    ----------
+    sidecar : path, mapping or None
+        The DWI JSON sidecar (or its loaded content). Used keys: ``PatientName``,
+        ``PatientBirthDate``, ``PatientSex``, ``StudyInstanceUID``, ``StudyID``,
+        ``AccessionNumber``, ``StudyDescription``, ``InstitutionName``, ``StationName``,
+        ``MagneticFieldStrength`` (T), ``EchoTime`` and ``RepetitionTime`` (BIDS seconds,
+        converted to ms), ``ScanningSequence``, ``SequenceVariant``, ``ScanOptions`` (dcm2niix
+        joins values with ``_``), ``MRAcquisitionType``, ``BodyPartExamined``, ``PatientPosition``,
+        ``AcquisitionDateTime`` (-> StudyDate, StudyTime).
+    participants_tsv : path or None
+        ``participants.tsv``; the row of ``subject`` gives ``sex`` (-> PatientSex M/F/O), ``age``
+        in years (-> PatientAge ``nnnY``) and ``weight`` in kg (-> PatientWeight), if present.
+    subject : str or None
+        Participant label (with or without ``sub-``). Sets ``PatientID`` to ``sub-<label>`` and
+        selects the participants.tsv row.
+    session : str or None
+        Session label; sets ``StudyID`` to it when the sidecar has no StudyID.
+
+    Returns
+    -------
+    dict
+        DICOM keyword -> value, plus ``StudyInstanceUID`` when the sidecar carries one (so the maps
+        can join the original study on PACS). Only attributes actually found are included.
+    """
+    meta = _load_sidecar(sidecar)
+    attrs: dict = {}
+    if subject:
+        attrs["PatientID"] = f"sub-{subject.removeprefix('sub-')}"
+    for key in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyID",
+        "AccessionNumber",
+        "StudyDescription",
+        "InstitutionName",
+        "StationName",
+        "MagneticFieldStrength",
+        "MRAcquisitionType",
+        "BodyPartExamined",
+        "PatientPosition",
+    ):
+        if meta.get(key) not in (None, ""):
+            attrs[key] = meta[key]
+    for key in ("EchoTime", "RepetitionTime"):
+        if isinstance(meta.get(key), int | float):
+            attrs[key] = float(meta[key]) * 1000.0  # BIDS seconds -> DICOM milliseconds
+    for key in ("ScanningSequence", "SequenceVariant", "ScanOptions"):
+        value = meta.get(key)
+        if isinstance(value, str) and value:
+            attrs[key] = value.split("_")
+        elif isinstance(value, list) and value:
+            attrs[key] = [str(v) for v in value]
+    when = meta.get("AcquisitionDateTime")
+    if isinstance(when, str) and "T" in when:
+        day, clock = when.split("T", 1)
+        attrs["StudyDate"] = day.replace("-", "")
+        attrs["StudyTime"] = clock.replace(":", "")
+    if session and "StudyID" not in attrs:
+        attrs["StudyID"] = session.removeprefix("ses-")[:16]
+    if participants_tsv is not None and subject:
+        attrs.update(_participant_row_attributes(Path(participants_tsv), subject))
+    return attrs
+
+
+def write_parametric_map_series(
+    nifti: str | os.PathLike | nb.spatialimages.SpatialImage,
+    out_dir: str | os.PathLike,
+    *,
+    parameter: str,
+    estimator: str,
+    series_number: int,
+    study_uid: str,
+    patient: Mapping | None = None,
+    frame_of_reference_uid: str | None = None,
+) -> list[Path]:
+    """Write one NODDI map as a DICOM MR series, one instance per slice.
+
+    Stored values are ``round(1000 * clip(value, 0, 1))`` as unsigned 12-bit integers with
+    RescaleSlope 0.001: NaN and infinite voxels become 0, values below 0 become 0 and above 1
+    become 1 (logged). Rows and columns of each instance follow the first and second voxel axes
+    of the NIfTI; instance ``k`` is voxel slice ``k`` along the third axis.
+
+    Parameters
+    ----------
+    nifti : path or nibabel image
+        A 3-D map (a 4-D image with one volume is accepted).
+    out_dir : path
+        The series folder to create. It is written in a temporary sibling folder and renamed into
+        place, so readers never see a half-written series; an existing folder is replaced.
+    parameter : str
+        ``od``/``icvf``/``isovf`` (BIDS labels) or ``odi``/``ndi``/``fwf``.
+    estimator : str
+        ``nnmle``/``nngt``/``mle`` (BIDS ``desc-`` labels) or ``nn-mle``/``nn-gt``.
+    series_number : int
+        SeriesNumber shown by viewers (positive).
+    study_uid : str
+        StudyInstanceUID shared by every map of the session (see :func:`make_study_uid`).
+    patient : mapping or None
+        Patient/study attributes by DICOM keyword (see :func:`patient_attributes_from_bids`).
+        ``PatientName`` and ``PatientID`` fall back to placeholders, recorded in PatientComments.
+    frame_of_reference_uid : str or None
+        FrameOfReferenceUID; defaults to one derived from ``study_uid`` (same for every map of the
+        session, since they share the DWI geometry).
+
+    Returns
+    -------
+    list of Path
+        The written files in instance (slice) order, inside ``out_dir``.
+    """
+    img = nifti if isinstance(nifti, nb.spatialimages.SpatialImage) else nb.load(nifti)
+    param_short, param_long = _lookup(PARAMETERS, parameter, "parameter")
+    est_short, est_long = _lookup(ESTIMATORS, estimator, "estimator")
+    if int(series_number) < 1:
+        raise ValueError(f"series_number must be a positive integer, got {series_number!r}.")
+    values = _as_3d(img)
+    stored = quantise(values)
+    geometry = slice_geometry(img.affine, values.shape)
+    attrs = _patient_defaults(patient or {})
+    series_uid = generate_uid(
+        "series", study_uid, param_short, est_short, series_number, _digest(stored, img.affine)
+    )
+    frame_uid = frame_of_reference_uid or generate_uid("frame-of-reference", study_uid)
+    base = _series_dataset(
+        attrs,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_uid=frame_uid,
+        series_number=int(series_number),
+        description=f"NODDI {param_short} {est_short}",
+        comment=(
+            f"NODDI {param_long} ({param_short}), estimator {est_short} ({est_long}). Stored value "
+            f"= round({SCALE} x {param_short}), clipped to [0, 1] (NaN -> 0); real value = stored "
+            f"x RescaleSlope {RESCALE_SLOPE:g}. Written by noddi-bids {__version__}."
+        ),
+        geometry=geometry,
+        shape=values.shape,
+    )
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        names = []
+        for k in range(values.shape[2]):
+            ds = _instance_dataset(base, stored[:, :, k], k, geometry, series_uid)
+            name = f"{param_short}_{est_short}_{k + 1:04d}.dcm"
+            ds.save_as(tmp / name, enforce_file_format=True)
+            names.append(name)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    LOGGER.info(
+        "Wrote %d DICOM instances of %s %s to %s", len(names), param_short, est_short, out_dir
+    )
+    return [out_dir / name for name in names]
+
+
+def quantise(values: np.ndarray) -> np.ndarray:
+    """Return the stored integers ``round(1000 * clip(values, 0, 1))`` as uint16 (NaN -> 0).
+
+    Parameters
+    ----------
+    values : ndarray
+        Map values (any float shape).
+
+    Returns
+    -------
+    ndarray of uint16
+        Integers in [0, 1000], which fit 12 bits.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    low, high = VALUE_RANGE
+    n_out = int(np.count_nonzero(finite & ((values < low) | (values > high))))
+    if n_out or not finite.all():
+        LOGGER.info(
+            "DICOM export: %d non-finite voxels set to 0, %d voxels clipped to [%g, %g].",
+            int(np.count_nonzero(~finite)),
+            n_out,
+            low,
+            high,
+        )
+    clean = np.clip(np.where(finite, values, 0.0), low, high)
+    return np.rint(clean * SCALE).astype(np.uint16)
+
+
+def slice_geometry(affine: np.ndarray, shape: tuple[int, int, int]) -> dict:
+    """Convert a NIfTI voxel-to-RAS affine into DICOM image-plane attributes (LPS).
+
+    DICOM columns run along the first voxel axis and rows along the second; slice ``k`` is the
+    third axis. Shear between the slice axis and the image plane is kept through
+    ImagePositionPatient (each slice is positioned exactly).
+
+    Parameters
+    ----------
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world (RAS+, mm) affine of the map.
+    shape : tuple of int
+        Map shape (i, j, k).
+
+    Returns
+    -------
+    dict
+        ``orientation`` (6 direction cosines), ``pixel_spacing`` ([row spacing, column spacing] in
+        mm, i.e. [|axis 2|, |axis 1|]), ``slice_thickness`` (mm), ``positions`` (one LPS position
+        per slice, mm), ``normal`` (unit slice normal, LPS) and ``slice_locations`` (positions
+        projected on the normal, mm).
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    steps = lps[:3, :3]
+    sizes = np.linalg.norm(steps, axis=0)
+    if np.any(sizes <= 0):
+        raise ValueError(f"Degenerate affine (zero voxel size): {affine.tolist()}.")
+    row_cosine = steps[:, 0] / sizes[0]
+    col_cosine = steps[:, 1] / sizes[1]
+    if abs(float(row_cosine @ col_cosine)) > 1e-4:
+        raise ValueError(
+            "The map's first two voxel axes are not perpendicular (sheared in-plane), which "
+            "DICOM image planes cannot represent; resample the map first."
+        )
+    normal = np.cross(row_cosine, col_cosine)
+    positions = [lps[:3, :3] @ np.array([0.0, 0.0, k]) + lps[:3, 3] for k in range(shape[2])]
+    return {
+        "orientation": [*row_cosine.tolist(), *col_cosine.tolist()],
+        "pixel_spacing": [float(sizes[1]), float(sizes[0])],
+        "slice_thickness": float(abs(steps[:, 2] @ normal)),
+        "positions": [p.tolist() for p in positions],
+        "normal": normal.tolist(),
+        "slice_locations": [float(p @ normal) for p in positions],
+    }
+
+
+def _series_dataset(
+    attrs: Mapping,
+    *,
+    study_uid: str,
+    series_uid: str,
+    frame_uid: str,
+    series_number: int,
+    description: str,
+    comment: str,
+    geometry: dict,
+    shape: tuple[int, int, int],
+) -> Dataset:
+    """Build the attributes shared by every instance of the series."""
+    now = _dt.datetime.now()
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+    ds.SOPClassUID = MRImageStorage
+    ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    # Patient module (type 2 attributes exist even when empty).
+    ds.PatientName = attrs["PatientName"]
+    ds.PatientID = attrs["PatientID"]
+    ds.PatientBirthDate = attrs.get("PatientBirthDate", "")
+    ds.PatientSex = attrs.get("PatientSex", "")
+    for key in ("PatientAge", "PatientWeight", "PatientComments"):
+        if key in attrs:
+            setattr(ds, key, _ds_value(attrs[key]) if key == "PatientWeight" else attrs[key])
+    # General Study module.
+    ds.StudyInstanceUID = study_uid
+    ds.StudyDate = attrs.get("StudyDate", "")
+    ds.StudyTime = attrs.get("StudyTime", "")
+    ds.ReferringPhysicianName = attrs.get("ReferringPhysicianName", "")
+    ds.StudyID = str(attrs.get("StudyID", ""))[:16]
+    ds.AccessionNumber = str(attrs.get("AccessionNumber", ""))[:16]
+    if "StudyDescription" in attrs:
+        ds.StudyDescription = str(attrs["StudyDescription"])[:64]
+    # General Series module.
+    ds.Modality = "MR"
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description[:64]
+    ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    if "BodyPartExamined" in attrs:
+        ds.BodyPartExamined = str(attrs["BodyPartExamined"])[:16]
+    ds.PatientPosition = attrs.get("PatientPosition", "")
+    # Frame of Reference module.
+    ds.FrameOfReferenceUID = frame_uid
+    ds.PositionReferenceIndicator = ""
+    # General Equipment module: this software produced the instances.
+    ds.Manufacturer = "noddi-bids"
+    ds.ManufacturerModelName = "noddi-bids"
+    ds.SoftwareVersions = __version__
+    for key in ("InstitutionName", "StationName"):
+        if key in attrs:
+            setattr(ds, key, str(attrs[key])[: 64 if key == "InstitutionName" else 16])
+    # General Image module.
+    ds.DerivationDescription = "NODDI model estimate from multi-shell diffusion MRI (noddi-bids)"
+    ds.ImageComments = comment
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.AcquisitionNumber = 1
+    ds.ImagesInAcquisition = shape[2]
+    # MR Image module.
+    ds.ScanningSequence = attrs.get("ScanningSequence", ["EP"])
+    ds.SequenceVariant = attrs.get("SequenceVariant", ["NONE"])
+    ds.ScanOptions = attrs.get("ScanOptions", "")
+    ds.MRAcquisitionType = attrs.get("MRAcquisitionType", "2D")
+    ds.EchoTime = _ds_value(attrs["EchoTime"]) if "EchoTime" in attrs else ""
+    ds.RepetitionTime = _ds_value(attrs["RepetitionTime"]) if "RepetitionTime" in attrs else ""
+    ds.EchoTrainLength = ""
+    if "MagneticFieldStrength" in attrs:
+        ds.MagneticFieldStrength = _ds_value(attrs["MagneticFieldStrength"])
+    # Image Plane module (per-slice position set in _instance_dataset).
+    ds.ImageOrientationPatient = [_ds_value(v) for v in geometry["orientation"]]
+    ds.PixelSpacing = [_ds_value(v) for v in geometry["pixel_spacing"]]
+    ds.SliceThickness = _ds_value(geometry["slice_thickness"])
+    ds.SpacingBetweenSlices = _ds_value(geometry["slice_thickness"])
+    # Image Pixel module: unsigned 12-bit integers in 16-bit words, rows = axis 2, cols = axis 1.
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = shape[1]
+    ds.Columns = shape[0]
+    ds.BitsAllocated = 16
+    ds.BitsStored = BITS_STORED
+    ds.HighBit = BITS_STORED - 1
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = "0"
+    ds.RescaleSlope = _ds_value(RESCALE_SLOPE)
+    ds.RescaleType = "US"
+    return ds
+
+
+def _instance_dataset(
+    base: Dataset, plane: np.ndarray, k: int, geometry: dict, series_uid: str
+) -> Dataset:
+    """Return the instance for voxel slice ``k`` (``plane`` indexed [i, j])."""
+    ds = Dataset()
+    ds.update(base)
+    sop_uid = generate_uid("instance", series_uid, k)
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceNumber = k + 1
+    ds.ImagePositionPatient = [_ds_value(v) for v in geometry["positions"][k]]
+    ds.SliceLocation = _ds_value(geometry["slice_locations"][k])
+    ds.PixelData = np.ascontiguousarray(plane.T).astype("<u2").tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = base.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"NODDIBIDS_{__version__}"[:16]
+    ds.file_meta = meta
+    return ds
+
+
+def _patient_defaults(patient: Mapping) -> dict:
+    """Validate caller attributes and fill placeholders, noting them in PatientComments."""
+    unknown = set(patient) - _ALLOWED_ATTRIBUTES - {"StudyInstanceUID"}
+    if unknown:
+        raise ValueError(
+            f"Unsupported patient/study attribute(s) {sorted(unknown)}; "
+            f"allowed: {sorted(_ALLOWED_ATTRIBUTES)}."
+        )
+    attrs = {k: v for k, v in patient.items() if v not in (None, "") and k != "StudyInstanceUID"}
+    placeholders = [key for key in _PLACEHOLDER_DEFAULTS if key not in attrs]
+    for key in placeholders:
+        attrs[key] = _PLACEHOLDER_DEFAULTS[key]
+    if placeholders:
+        note = (
+            f"{PLACEHOLDER_NOTE}: {', '.join(placeholders)} not in the BIDS input; placeholder "
+            "value(s) written by noddi-bids."
+        )
+        previous = attrs.get("PatientComments")
+        attrs["PatientComments"] = f"{previous} {note}" if previous else note
+    return attrs
+
+
+def _participant_row_attributes(path: Path, subject: str) -> dict:
+    """Return PatientSex/PatientAge/PatientWeight from the participants.tsv row of ``subject``."""
+    if not path.is_file():
+        return {}
+    label = f"sub-{subject.removeprefix('sub-')}"
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle, delimiter="\t")]
+    row = next((r for r in rows if r.get("participant_id") == label), None)
+    if row is None:
+        return {}
+    attrs = {}
+    sex = (row.get("sex") or "").strip().lower()
+    sexes = {"m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "O"}
+    if sex in sexes:
+        attrs["PatientSex"] = sexes[sex]
+    age = _as_float(row.get("age"))
+    if age is not None and 0 <= age < 1000:
+        attrs["PatientAge"] = f"{int(age):03d}Y"
+    weight = _as_float(row.get("weight"))
+    if weight is not None and weight > 0:
+        attrs["PatientWeight"] = weight
+    return attrs
+
+
+def _load_sidecar(sidecar: str | os.PathLike | Mapping | None) -> Mapping:
+    if sidecar is None:
+        return {}
+    if isinstance(sidecar, Mapping):
+        return sidecar
+    path = Path(sidecar)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"Cannot read the BIDS sidecar {path}: {err}") from err
+
+
+def _as_float(text: str | None) -> float | None:
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _as_3d(img: nb.spatialimages.SpatialImage) -> np.ndarray:
+    data = np.asanyarray(img.dataobj, dtype=np.float64)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"Expected a 3-D map, got an image of shape {data.shape}.")
+    return data
+
+
+def _lookup(table: Mapping, key: str, what: str) -> tuple[str, str]:
+    try:
+        return table[key.lower()]
+    except KeyError:
+        raise ValueError(f"Unknown {what} {key!r}; expected one of {sorted(table)}.") from None
+
+
+def _digest(stored: np.ndarray, affine: np.ndarray) -> str:
+    sha = hashlib.sha256(np.ascontiguousarray(stored).tobytes())
+    sha.update(np.asarray(stored.shape, dtype=np.int64).tobytes())
+    sha.update(np.round(np.asarray(affine, dtype=np.float64), 6).tobytes())
+    return sha.hexdigest()
+
+
+def _ds_value(value: float) -> str:
+    """Format a number as a valid DICOM decimal string (at most 16 characters)."""
+    return format_number_as_ds(float(value))
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished ``tmp`` folder to ``target``, replacing an older one."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
