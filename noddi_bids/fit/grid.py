@@ -24,7 +24,9 @@ def default_grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def tensor_directions(
     data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, b0_threshold: float
 ) -> np.ndarray:
-    """Principal eigenvectors of the diffusion tensor (DIPY, weighted least squares).
+    """Principal eigenvectors of the diffusion tensor (DIPY, log-linear least squares).
+
+    Only a starting orientation, so the fast ordinary least-squares fit is enough.
 
     Parameters
     ----------
@@ -43,7 +45,7 @@ def tensor_directions(
         Unit vectors; voxels whose tensor fit fails get [0, 0, 1].
     """
     gtab = gradient_table(bvals, bvecs=bvecs, b0_threshold=b0_threshold)
-    fit = TensorModel(gtab, fit_method="WLS").fit(data)
+    fit = TensorModel(gtab, fit_method="OLS").fit(data)
     directions = np.asarray(fit.evecs[..., 0], dtype=np.float64)
     norm = np.linalg.norm(directions, axis=-1, keepdims=True)
     bad = ~np.isfinite(norm[:, 0]) | (norm[:, 0] < 1e-12)

@@ -26,6 +26,11 @@ from noddi_bids.fit.bessel import bessel_ratio, log_i0
 from noddi_bids.model.noddi import ODI_MIN
 
 N_PARAMS = 6
+# Marquardt damping range; a small improvement only counts as convergence when the step was
+# nearly undamped (a heavily damped step is small because of the damping, not the optimum).
+_MIN_DAMPING = 1e-9
+_NEWTON_DAMPING = 1e-2
+_MAX_DAMPING = 1e12
 # Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
 _EDGE = 1e-3
 
@@ -153,8 +158,12 @@ def encode_fraction(value, low):
 
 
 @njit(cache=True)
-def signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac):
-    """Signal (M,) and Jacobian (M, 6) with respect to the unconstrained parameters."""
+def signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac, raw):
+    """Signal (M,), Jacobian (M, 6) in the unconstrained parameters, and (M, 3) in ODI/NDI/FWF.
+
+    ``raw`` (derivatives with respect to the bounded fractions themselves) lets the optimiser add
+    the curvature of the ``sin^2`` reparameterisation, which dominates near a bound.
+    """
     odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi, shell, bvals, bvecs, d_par, iso = tables
     odi, ndi, fwf, mu, s0 = decode(params, mu0, e1, e2)
     v = mu0 + params[3] * e1 + params[4] * e2
@@ -190,9 +199,12 @@ def signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, si
         ds_ec_dodi = -b * s_ec * (dperp_dodi + daniso_dodi * x)
         ds_ec_dndi = -b * s_ec * (dperp_dndi + daniso_dndi * x)
         ds_dx = s0 * (1.0 - fwf) * (ndi * 2.0 * ds_ic_dy - (1.0 - ndi) * b * anisotropy * s_ec)
-        jac[m, 0] = s0 * (1.0 - fwf) * (ndi * ds_ic_dodi + (1.0 - ndi) * ds_ec_dodi) * dodi_du
-        jac[m, 1] = s0 * (1.0 - fwf) * (s_ic - s_ec + (1.0 - ndi) * ds_ec_dndi) * dndi_du
-        jac[m, 2] = s0 * (iso[m] - tissue) * dfwf_du
+        raw[m, 0] = s0 * (1.0 - fwf) * (ndi * ds_ic_dodi + (1.0 - ndi) * ds_ec_dodi)
+        raw[m, 1] = s0 * (1.0 - fwf) * (s_ic - s_ec + (1.0 - ndi) * ds_ec_dndi)
+        raw[m, 2] = s0 * (iso[m] - tissue)
+        jac[m, 0] = raw[m, 0] * dodi_du
+        jac[m, 1] = raw[m, 1] * dndi_du
+        jac[m, 2] = raw[m, 2] * dfwf_du
         jac[m, 3] = ds_dx * 2.0 * c * (g[0] * dmu_da[0] + g[1] * dmu_da[1] + g[2] * dmu_da[2])
         jac[m, 4] = ds_dx * 2.0 * c * (g[0] * dmu_db[0] + g[1] * dmu_db[1] + g[2] * dmu_db[2])
         jac[m, 5] = unit
@@ -234,12 +246,37 @@ def _normal_equations(jac, gradient_w, curvature_w, gradient, hessian):
 
 
 @njit(cache=True)
+def _add_bound_curvature(params, raw, gradient_w, hessian):
+    """Add ``dNLL/df * d2f/du2`` (where positive) for the ``sin^2``-encoded fractions.
+
+    Gauss-Newton drops this term, yet near a bound (``u`` -> 0 or pi/2) the Jacobian column
+    vanishes and it is the whole curvature: with it, a fraction whose optimum lies on its bound
+    gets there in one Newton step instead of creeping towards it.
+    """
+    scales = (1.0 - ODI_MIN, 1.0, 1.0)
+    for k in range(3):
+        slope = 0.0
+        for m in range(raw.shape[0]):
+            slope += raw[m, k] * gradient_w[m]
+        hessian[k, k] += max(slope * scales[k] * 2.0 * np.cos(2.0 * params[k]), 0.0)
+
+
+@njit(cache=True)
 def _damped_step(hessian, gradient, damping, step, factor):
-    """Solve ``(H + damping diag(H)) step = -gradient`` by Cholesky; False if not definite."""
+    """Solve ``(H + damping (diag(H) + floor)) step = -gradient`` by Cholesky.
+
+    The small ``floor`` (relative to the largest diagonal entry) keeps parameters whose Jacobian
+    column vanishes (a fraction at its bound) from making the system singular at any damping.
+    Returns False if the matrix is not numerically positive definite.
+    """
     n = gradient.shape[0]
+    floor = 0.0
+    for i in range(n):
+        floor = max(floor, hessian[i, i])
+    floor *= 1e-9
     for i in range(n):
         for j in range(i + 1):
-            total = hessian[i, j] + (damping * hessian[i, i] + 1e-12 if i == j else 0.0)
+            total = hessian[i, j] + (damping * (hessian[i, i] + floor) if i == j else 0.0)
             for k in range(j):
                 total -= factor[i, k] * factor[j, k]
             if i == j:
@@ -267,13 +304,14 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
 
     Newton-type steps with the exact Rician gradient and curvature (see
     :func:`_likelihood_terms`) and Marquardt damping; a step is kept only if it lowers the
-    negative log-likelihood. Converged means the last step lowered it by less than ``tolerance``
-    or no damped step lowers it any more. Returns (nll without the model-free constant,
-    converged, iterations).
+    negative log-likelihood. Converged means a nearly undamped step lowered it by less than
+    ``tolerance``, or no damped step lowers it any more. Returns (nll without the model-free
+    constant, converged, iterations).
     """
     coef_buf, coef_dodi_buf, signal, jac, grad_w, trial_signal = scratch
     e1, e2 = orientation_frame(mu0)
     n = N_PARAMS
+    raw = np.empty((measured.shape[0], 3))
     inv_var = 1.0 / (sigma * sigma)
     curv_w = np.empty(measured.shape[0])
     gradient = np.empty(n)
@@ -281,14 +319,15 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
     factor = np.empty((n, n))
     step = np.empty(n)
     trial = np.empty(n)
-    damping = 1e-4
-    signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac)
+    damping = _MIN_DAMPING
+    signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac, raw)
     nll = rician_nll(measured, signal, inv_var)
     for iteration in range(max_iter):
         _likelihood_terms(measured, signal, inv_var, grad_w, curv_w)
         _normal_equations(jac, grad_w, curv_w, gradient, hessian)
+        _add_bound_curvature(params, raw, grad_w, hessian)
         improved = False
-        for _attempt in range(12):
+        while damping < _MAX_DAMPING:
             if _damped_step(hessian, gradient, damping, step, factor):
                 trial[:] = params + step
                 odi, ndi, fwf, mu, s0 = decode(trial, mu0, e1, e2)
@@ -301,31 +340,41 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
         if not improved:
             return nll, True, iteration
         decrease = nll - trial_nll
+        nearly_newton = damping <= _NEWTON_DAMPING
         nll = trial_nll
         params[:] = trial
-        damping = max(damping / 10.0, 1e-9)
-        signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac)
-        if decrease < tolerance:
+        damping = max(damping / 10.0, _MIN_DAMPING)
+        signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac, raw)
+        if decrease < tolerance and nearly_newton:
             return nll, True, iteration + 1
     return nll, False, max_iter
 
 
 @njit(cache=True)
 def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, scratch):
-    """Best (odi, ndi, fwf) on the grid by Rician likelihood, orientation and s0 held fixed."""
+    """Rician-likelihood grid search with orientation and s0 held fixed.
+
+    Returns, for each grid ODI, the best (nll, ndi, fwf): arrays of shape (len(grid_odi),), so
+    that the optimiser can start from several distinct ODI hypotheses. Combinations with
+    FWF = 1 (pure free water) are evaluated once, as they do not depend on ODI or NDI.
+    """
     coef_buf, coef_dodi_buf, signal, _, _, trial_signal = scratch
     odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi, shell, bvals, bvecs, d_par, iso = tables
     n_meas = bvals.shape[0]
     inv_var = 1.0 / (sigma * sigma)
     x = np.empty(n_meas)
     for m in range(n_meas):
-        c = bvecs[m] @ mu0
+        c = bvecs[m, 0] * mu0[0] + bvecs[m, 1] * mu0[1] + bvecs[m, 2] * mu0[2]
         x[m] = c * c
     s_ic = np.empty(n_meas)
-    best = (np.inf, 0.0, 0.0, 0.0)
-    for odi in grid_odi:
-        stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
-        cell, weights, slopes = _hermite(odi_nodes, odi)
+    n_odi = grid_odi.shape[0]
+    best_nll = np.full(n_odi, np.inf)
+    best_ndi = np.zeros(n_odi)
+    best_fwf = np.zeros(n_odi)
+    free_water_nll = np.inf
+    for i in range(n_odi):
+        stick_coefficients(grid_odi[i], odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
+        cell, weights, slopes = _hermite(odi_nodes, grid_odi[i])
         e_cos2, _ = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
         for m in range(n_meas):
             s_ic[m] = _clenshaw_value(coef_buf[shell[m]], 2.0 * x[m] - 1.0)
@@ -336,12 +385,21 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
                 s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x[m]))
                 signal[m] = ndi * s_ic[m] + (1.0 - ndi) * s_ec
             for fwf in grid_fwf:
-                for m in range(n_meas):
-                    trial_signal[m] = s0 * ((1.0 - fwf) * signal[m] + fwf * iso[m])
-                nll = rician_nll(measured, trial_signal, inv_var)
-                if nll < best[0]:
-                    best = (nll, odi, ndi, fwf)
-    return best[1], best[2], best[3]
+                if fwf >= 1.0:
+                    if free_water_nll == np.inf:
+                        for m in range(n_meas):
+                            trial_signal[m] = s0 * iso[m]
+                        free_water_nll = rician_nll(measured, trial_signal, inv_var)
+                    nll = free_water_nll
+                else:
+                    for m in range(n_meas):
+                        trial_signal[m] = s0 * ((1.0 - fwf) * signal[m] + fwf * iso[m])
+                    nll = rician_nll(measured, trial_signal, inv_var)
+                if nll < best_nll[i]:
+                    best_nll[i] = nll
+                    best_ndi[i] = ndi
+                    best_fwf[i] = fwf
+    return best_nll, best_ndi, best_fwf
 
 
 @njit(cache=True)
@@ -358,17 +416,35 @@ def _scratch(tables):
     )
 
 
+@njit(cache=True)
+def _fit_from(measured, sigma, odi, ndi, fwf, s0, mu0, tables, max_iter, tolerance, scratch):
+    """One optimiser run from physical starting values; returns (params, nll, converged, its)."""
+    params = np.empty(N_PARAMS)
+    params[0] = encode_fraction(odi, ODI_MIN)
+    params[1] = encode_fraction(ndi, 0.0)
+    params[2] = encode_fraction(fwf, 0.0)
+    params[3] = 0.0
+    params[4] = 0.0
+    params[5] = s0
+    nll, converged, iterations = levenberg_marquardt(
+        measured, sigma, params, mu0, tables, max_iter, tolerance, scratch
+    )
+    return params, nll, converged, iterations
+
+
 @njit(cache=True, parallel=True)
 def fit_voxels(
-    data, sigma, start, directions, use_grid, grid_odi, grid_ndi, grid_fwf, tables,
+    data, sigma, start, directions, n_starts, grid_odi, grid_ndi, grid_fwf, tables,
     max_iter, tolerance,
 ):  # fmt: skip
     """Fit every voxel (rows of ``data``) in parallel.
 
-    ``start`` holds (odi, ndi, fwf, s0) per voxel and ``directions`` the starting orientations;
-    with ``use_grid`` the fractions are first chosen by grid search (s0 and orientation kept).
+    ``start`` holds (odi, ndi, fwf, s0) per voxel and ``directions`` the starting orientations.
+    With ``n_starts`` > 0 the fractions come from the grid search instead: the optimiser runs
+    from the best grid point of each of the ``n_starts`` most likely grid ODIs and keeps the
+    most likely result (s0 and orientation start from ``start`` and ``directions``).
     Returns params (N, 4: odi, ndi, fwf, s0), directions (N, 3), nll (N, without the model-free
-    constant), converged (N,) and iterations (N,).
+    constant), converged (N,) and iterations (N, summed over starts).
     """
     n_vox = data.shape[0]
     out = np.empty((n_vox, 4))
@@ -379,23 +455,29 @@ def fit_voxels(
     for i in prange(n_vox):
         scratch = _scratch(tables)
         mu0 = directions[i] / np.sqrt(directions[i] @ directions[i])
-        odi, ndi, fwf, s0 = start[i, 0], start[i, 1], start[i, 2], start[i, 3]
-        if use_grid:
-            odi, ndi, fwf = grid_search(
+        s0 = start[i, 3]
+        if n_starts > 0:
+            grid_nll, grid_ndi_best, grid_fwf_best = grid_search(
                 data[i], sigma[i], s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, scratch
             )
-        params = np.empty(N_PARAMS)
-        params[0] = encode_fraction(odi, ODI_MIN)
-        params[1] = encode_fraction(ndi, 0.0)
-        params[2] = encode_fraction(fwf, 0.0)
-        params[3] = 0.0
-        params[4] = 0.0
-        params[5] = s0
-        nll[i], converged[i], iterations[i] = levenberg_marquardt(
-            data[i], sigma[i], params, mu0, tables, max_iter, tolerance, scratch
-        )
+            order = np.argsort(grid_nll)[: min(n_starts, grid_odi.shape[0])]
+            candidates = [(grid_odi[j], grid_ndi_best[j], grid_fwf_best[j]) for j in order]
+        else:
+            candidates = [(start[i, 0], start[i, 1], start[i, 2])]
+        best_nll = np.inf
+        best = np.empty(N_PARAMS)
+        for odi, ndi, fwf in candidates:
+            params, run_nll, run_converged, run_iterations = _fit_from(
+                data[i], sigma[i], odi, ndi, fwf, s0, mu0, tables, max_iter, tolerance, scratch
+            )
+            iterations[i] += run_iterations
+            if run_nll < best_nll:
+                best_nll = run_nll
+                best[:] = params
+                converged[i] = run_converged
+        nll[i] = best_nll
         e1, e2 = orientation_frame(mu0)
-        odi, ndi, fwf, mu, s0 = decode(params, mu0, e1, e2)
+        odi, ndi, fwf, mu, s0 = decode(best, mu0, e1, e2)
         out[i, 0], out[i, 1], out[i, 2], out[i, 3] = odi, ndi, fwf, s0
         out_dir[i] = mu
     return out, out_dir, nll, converged, iterations

@@ -108,6 +108,10 @@ class NoddiMLE:
         Voxels solved together (bounds memory).
     n_threads : int, optional
         Threads of the compiled kernels (default: all cores).
+    n_starts : int
+        Optimiser runs per voxel after the grid search, from the best grid points of the most
+        likely grid ODI values (the likelihood is multimodal at low NDI, where sticks and
+        hindered compartment trade off); the most likely result is kept.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class NoddiMLE:
         tolerance: float = 1e-8,
         chunk_size: int = 50_000,
         n_threads: int | None = None,
+        n_starts: int = 3,
     ) -> None:
         self.scheme = scheme
         self.tables: SignalTables = build_tables(scheme.bvals, scheme.bvecs, d_par, d_iso)
@@ -126,22 +131,8 @@ class NoddiMLE:
         self.tolerance = tolerance
         self.chunk_size = chunk_size
         self.n_threads = n_threads
+        self.n_starts = n_starts
         self.grid = default_grid()
-
-    def _kernel_tables(self) -> tuple:
-        t = self.tables
-        return (
-            t.odi_nodes,
-            t.stick_coef,
-            t.stick_coef_dodi,
-            t.mean_cos2,
-            t.mean_cos2_dodi,
-            t.shell_of_measurement,
-            t.bvals,
-            t.bvecs,
-            t.d_par,
-            t.iso_signal,
-        )
 
     def fit(
         self,
@@ -221,9 +212,9 @@ class NoddiMLE:
             np.ascontiguousarray(sigma),
             np.ascontiguousarray(start),
             np.ascontiguousarray(directions),
-            init is None,
+            self.n_starts if init is None else 0,
             *self.grid,
-            self._kernel_tables(),
+            self.tables.packed(),
             self.max_iter,
             self.tolerance,
         )

@@ -73,6 +73,21 @@ class SignalTables:
         """Free-water attenuation per measurement, shape (M,)."""
         return np.exp(-self.bvals * self.d_iso)
 
+    def packed(self) -> tuple:
+        """Return the tables as the tuple the compiled kernels take (:mod:`.kernels`)."""
+        return (
+            self.odi_nodes,
+            self.stick_coef,
+            self.stick_coef_dodi,
+            self.mean_cos2,
+            self.mean_cos2_dodi,
+            self.shell_of_measurement,
+            self.bvals,
+            self.bvecs,
+            self.d_par,
+            self.iso_signal,
+        )
+
 
 def _chebyshev_points(n: int) -> np.ndarray:
     """Chebyshev points of the first kind on [-1, 1]."""
