@@ -1,0 +1,14 @@
+"""Self-contained HTML reports: one per participant, one for the group.
+
+- :func:`write_participant_report` (``participant.py``): maps, masks, tissue table, estimator
+  scatter plots, histograms and provenance of one participant, found in the derivatives folder.
+- :func:`write_group_report` (``group.py``): the tissue means of all participants, linking
+  each participant report.
+- ``figures.py``: the figures, as plain functions on arrays returning PNG bytes or SVG text.
+"""
+
+from noddi_bids.reports.group import write_group_report
+from noddi_bids.reports.participant import write_participant_report
+from noddi_bids.reports.provenance import node_timings
+
+__all__ = ["node_timings", "write_group_report", "write_participant_report"]
