@@ -1,0 +1,393 @@
+"""The NODDI network and its training (PyTorch).
+
+Architecture (the study's): ``M`` inputs (one per measurement, normalised by the mean b = 0)
+-> 3 hidden layers of 120 units with ELU (alpha 0.05) -> 3 outputs through a hard sigmoid
+(``clip(x / 6 + 1/2, 0, 1)``), so that ODI, NDI and FWF stay in [0, 1]. For the 81-measurement
+reference scheme that is 39,243 weights. Training minimises the mean squared error with Adam
+(learning rate 5e-4, L2 weight decay 1e-6), batches of 1000, up to 500 epochs, 10 % of the
+samples held out for validation, keeping the weights with the lowest validation loss.
+
+This is the only module, with :mod:`noddi_bids.nn.export`, that imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from noddi_bids import __version__
+from noddi_bids.model.noddi import D_ISO, D_PAR
+from noddi_bids.model.scheme import Scheme
+from noddi_bids.nn.export import export_onnx
+from noddi_bids.nn.metadata import ModelMetadata
+from noddi_bids.nn.synth import (
+    DEFAULT_SAMPLES,
+    DEFAULT_SNR,
+    LABEL_TYPES,
+    PARAMETERS,
+    ParameterLimits,
+    SnrSpec,
+    TrainingSet,
+    make_training_set,
+)
+
+LOGGER = logging.getLogger(__name__)
+#: Epochs between log lines when the progress bar is off (not a terminal).
+_LOG_EVERY = 10
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Network and optimiser settings (defaults: the study's recipe).
+
+    Attributes
+    ----------
+    hidden : tuple of int
+        Units of each hidden layer.
+    elu_alpha : float
+        ELU slope parameter.
+    learning_rate, weight_decay : float
+        Adam settings (weight decay is an L2 penalty).
+    batch_size, epochs : int
+        Mini-batch size and maximum number of epochs.
+    validation_fraction : float
+        Share of the samples held out for validation.
+    patience : int or None
+        Stop after this many epochs without a better validation loss (None: never).
+    hybrid_weight : float
+        Weight lambda of the ground-truth term of the ``hybrid`` loss
+        ``lambda MSE(gt) + (1 - lambda) MSE(mle)``.
+    seed : int
+        Seed of the weight initialisation, the split and the batch order.
+    device : str
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    n_threads : int or None
+        CPU threads of torch (None: torch's default).
+    """
+
+    hidden: tuple[int, ...] = (120, 120, 120)
+    elu_alpha: float = 0.05
+    learning_rate: float = 5e-4
+    weight_decay: float = 1e-6
+    batch_size: int = 1000
+    epochs: int = 500
+    validation_fraction: float = 0.1
+    patience: int | None = None
+    hybrid_weight: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    n_threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able settings (device and threads are left out: they do not change the model)."""
+        settings = asdict(self)
+        settings["hidden"] = list(self.hidden)
+        del settings["device"], settings["n_threads"]
+        return settings
+
+
+@dataclass
+class TrainingResult:
+    """Outcome of :func:`train_network`.
+
+    Attributes
+    ----------
+    network : torch.nn.Module
+        The network with the best validation weights, on the CPU, in evaluation mode.
+    best_epoch, epochs_run : int
+        Epoch (1-based) of the best validation loss, and epochs run.
+    best_validation_loss : float
+        Lowest validation loss.
+    history : dict
+        ``"train"`` and ``"validation"`` loss per epoch.
+    seconds : float
+        Wall-clock training time.
+    device : str
+        Device used.
+    """
+
+    network: nn.Module
+    best_epoch: int
+    epochs_run: int
+    best_validation_loss: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def build_network(n_inputs: int, hidden: tuple[int, ...] = (120, 120, 120), elu_alpha=0.05):
+    """Fully connected NODDI network.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Number of measurements of the scheme.
+    hidden : tuple of int
+        Units of the hidden layers.
+    elu_alpha : float
+        ELU slope parameter.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        ``Linear -> ELU`` per hidden layer, then ``Linear -> Hardsigmoid`` to 3 outputs.
+    """
+    layers: list[nn.Module] = []
+    width = n_inputs
+    for units in hidden:
+        layers += [nn.Linear(width, units), nn.ELU(alpha=elu_alpha)]
+        width = units
+    layers += [nn.Linear(width, len(PARAMETERS)), nn.Hardsigmoid()]
+    return nn.Sequential(*layers)
+
+
+def label_targets(data: TrainingSet, labels: str, hybrid_weight: float = 0.5):
+    """Targets (N, K, 3) and loss weights (K,) for a label type.
+
+    ``gt`` and ``mle`` have one target (K = 1); ``hybrid`` stacks truth and MLE labels with
+    weights ``(lambda, 1 - lambda)``.
+    """
+    if labels not in LABEL_TYPES:
+        raise ValueError(f"labels must be one of {LABEL_TYPES}, got {labels!r}")
+    if labels != "gt" and data.mle is None:
+        raise ValueError(f"{labels!r} training needs MLE labels; make the set with labels='mle'")
+    if labels == "gt":
+        return data.truth[:, None, :], np.array([1.0])
+    if labels == "mle":
+        return data.mle[:, None, :], np.array([1.0])
+    if not 0.0 <= hybrid_weight <= 1.0:
+        raise ValueError(f"hybrid weight must be in [0, 1], got {hybrid_weight}")
+    return np.stack([data.truth, data.mle], axis=1), np.array([hybrid_weight, 1 - hybrid_weight])
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch finds no CUDA device; use 'cpu'")
+    return torch.device(name)
+
+
+def _weighted_mse(prediction, targets, weights):
+    """``sum_k w_k mean((prediction - targets[:, k])^2)``."""
+    squared = (prediction[:, None, :] - targets) ** 2
+    return torch.sum(squared.mean(dim=(0, 2)) * weights)
+
+
+def train_network(
+    signals: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    settings: TrainingSettings | None = None,
+    progress: bool | None = None,
+) -> TrainingResult:
+    """Train a NODDI network on prepared inputs and targets.
+
+    Parameters
+    ----------
+    signals : ndarray, shape (N, M)
+        Normalised noisy signals.
+    targets : ndarray, shape (N, K, 3)
+        Labels (see :func:`label_targets`).
+    weights : ndarray, shape (K,)
+        Loss weight of each target.
+    settings : TrainingSettings, optional
+        Network and optimiser settings.
+    progress : bool, optional
+        Show a progress bar over epochs with the losses (default: when on a terminal).
+
+    Returns
+    -------
+    TrainingResult
+    """
+    settings = TrainingSettings() if settings is None else settings
+    if not 0.0 < settings.validation_fraction < 1.0:
+        raise ValueError("validation_fraction must be in (0, 1)")
+    if settings.n_threads:
+        torch.set_num_threads(settings.n_threads)
+    device = _device(settings.device)
+    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    n_samples = signals.shape[0]
+    n_val = max(1, int(round(settings.validation_fraction * n_samples)))
+    if n_samples - n_val < 1:
+        raise ValueError(f"{n_samples} samples are too few to hold out a validation set")
+    order = torch.randperm(n_samples, generator=generator)
+    x = torch.as_tensor(np.asarray(signals, dtype=np.float32))[order].to(device)
+    y = torch.as_tensor(np.asarray(targets, dtype=np.float32))[order].to(device)
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float32)).to(device)
+    x_val, y_val, x_train, y_train = x[:n_val], y[:n_val], x[n_val:], y[n_val:]
+
+    network = build_network(signals.shape[1], settings.hidden, settings.elu_alpha).to(device)
+    optimiser = torch.optim.Adam(
+        network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    history: dict[str, list[float]] = {"train": [], "validation": []}
+    best = (np.inf, 0, copy.deepcopy(network.state_dict()))
+    start = time.perf_counter()
+    bar = tqdm(range(settings.epochs), desc="training", unit="epoch", disable=_no_bar(progress))
+    for epoch in bar:
+        network.train()
+        permutation = torch.randperm(x_train.shape[0], generator=generator).to(device)
+        total = torch.zeros((), device=device)
+        for first in range(0, x_train.shape[0], settings.batch_size):
+            batch = permutation[first : first + settings.batch_size]
+            optimiser.zero_grad(set_to_none=True)
+            loss = _weighted_mse(network(x_train[batch]), y_train[batch], w)
+            loss.backward()
+            optimiser.step()
+            total += loss.detach() * batch.numel()
+        network.eval()
+        with torch.no_grad():
+            val_loss = float(_weighted_mse(network(x_val), y_val, w))
+        train_loss = float(total) / x_train.shape[0]
+        history["train"].append(train_loss)
+        history["validation"].append(val_loss)
+        if val_loss < best[0]:
+            best = (val_loss, epoch + 1, copy.deepcopy(network.state_dict()))
+        bar.set_postfix(train=f"{train_loss:.5f}", val=f"{val_loss:.5f}", best=f"{best[0]:.5f}")
+        if bar.disable and (epoch + 1) % _LOG_EVERY == 0:
+            LOGGER.info(
+                "epoch %d: train %.6f, validation %.6f (best %.6f at %d)",
+                epoch + 1, train_loss, val_loss, best[0], best[1],
+            )  # fmt: skip
+        if settings.patience is not None and epoch + 1 - best[1] >= settings.patience:
+            LOGGER.info("Early stop at epoch %d (best %d)", epoch + 1, best[1])
+            break
+    bar.close()
+    network.load_state_dict(best[2])
+    network = network.to("cpu").eval()
+    seconds = time.perf_counter() - start
+    LOGGER.info(
+        "Trained %d epochs in %.0f s on %s; best validation loss %.6g at epoch %d",
+        len(history["train"]),
+        seconds,
+        device,
+        best[0],
+        best[1],
+    )
+    return TrainingResult(
+        network=network,
+        best_epoch=best[1],
+        epochs_run=len(history["train"]),
+        best_validation_loss=float(best[0]),
+        history=history,
+        seconds=seconds,
+        device=str(device),
+    )
+
+
+def train_model(
+    scheme: Scheme,
+    out: str | Path,
+    *,
+    labels: str = "mle",
+    n_samples: int = DEFAULT_SAMPLES,
+    snr: SnrSpec = DEFAULT_SNR,
+    limits: ParameterLimits | None = None,
+    data_seed: int = 0,
+    settings: TrainingSettings | None = None,
+    d_par: float = D_PAR,
+    d_iso: float = D_ISO,
+    n_threads: int | None = None,
+    progress: bool | None = None,
+    command: str | None = None,
+    mle_labels_file: str | Path | None = None,
+    save_mle_labels: str | Path | None = None,
+) -> TrainingResult:
+    """Synthesise training data, train a network and export it to ONNX with its metadata.
+
+    Parameters
+    ----------
+    scheme : Scheme
+        Acquisition scheme of the data the network will be applied to.
+    out : str or Path
+        Output ``.onnx`` file (written atomically).
+    labels : {"mle", "gt", "hybrid"}
+        Label type.
+    n_samples : int
+        Number of synthetic samples.
+    snr : float or (float, float)
+        Training SNR (or range).
+    limits : ParameterLimits, optional
+        Parameter sampling limits.
+    data_seed : int
+        Seed of the training data.
+    settings : TrainingSettings, optional
+        Network and optimiser settings.
+    d_par, d_iso : float
+        Fixed diffusivities, mm^2/s.
+    n_threads : int, optional
+        Threads of the data synthesis / MLE labelling and of torch on the CPU.
+    progress : bool, optional
+        Progress bars.
+    command : str, optional
+        Command line recorded in the metadata.
+    mle_labels_file, save_mle_labels : str or Path, optional
+        Reuse or save the MLE labels (see :func:`noddi_bids.nn.synth.make_training_set`).
+
+    Returns
+    -------
+    TrainingResult
+    """
+    settings = TrainingSettings() if settings is None else settings
+    if n_threads and not settings.n_threads:
+        settings = TrainingSettings(**{**asdict(settings), "n_threads": n_threads})
+    start = time.perf_counter()
+    data = make_training_set(
+        scheme,
+        n_samples,
+        labels=labels,
+        limits=limits,
+        snr=snr,
+        seed=data_seed,
+        d_par=d_par,
+        d_iso=d_iso,
+        n_threads=n_threads,
+        progress=progress,
+        mle_labels_file=mle_labels_file,
+        save_mle_labels=save_mle_labels,
+    )
+    synthesis_seconds = time.perf_counter() - start
+    targets, weights = label_targets(data, labels, settings.hybrid_weight)
+    result = train_network(data.signals, targets, weights, settings, progress)
+    training = {
+        **settings.to_dict(),
+        "data": data.settings,
+        "n_used": int(data.signals.shape[0]),
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_validation_loss": result.best_validation_loss,
+        "synthesis_seconds": round(synthesis_seconds, 1),
+        "training_seconds": round(result.seconds, 1),
+        "device": result.device,
+        "torch": torch.__version__,
+        "command": command or "",
+    }
+    metadata = ModelMetadata(
+        scheme=scheme,
+        b0_threshold=scheme.b0_threshold,
+        d_par=float(d_par),
+        d_iso=float(d_iso),
+        labels=labels,
+        parameters=PARAMETERS,
+        snr=data.settings["snr"],
+        training=training,
+        version=__version__,
+    )
+    export_onnx(result.network, out, metadata)
+    return result
+
+
+def _no_bar(progress: bool | None) -> bool | None:
+    """Return tqdm's ``disable``: None lets tqdm decide (off when not attached to a terminal)."""
+    return None if progress is None else not progress
