@@ -27,6 +27,7 @@ from noddi_bids.io.derivatives import derivative_path, save_nifti, write_json, w
 from noddi_bids.reports import (  # noqa: E402
     figures,
     node_timings,
+    work_dir_timings,
     write_group_report,
     write_participant_report,
 )
@@ -391,6 +392,20 @@ def test_node_timings_from_an_executed_workflow(tmp_path: Path):
     assert all(0.0 <= t < 60.0 for t in timings.values())
     assert set(node_timings(graph)) == {"sub_01_wf.first", "sub_01_wf.second"}
     assert node_timings(graph, subject="02") == {}
+    # The work folder's result files give the same steps (also after a failed run).
+    assert work_dir_timings(tmp_path, subject="01") == pytest.approx(timings)
+    assert list(work_dir_timings(tmp_path)) == ["sub_01_wf.first", "sub_01_wf.second"]
+
+
+def test_command_line_remakes_reports(tmp_path: Path, capsys):
+    from noddi_bids.reports.__main__ import main
+
+    output_dir = tmp_path / "out"
+    write_run(output_dir, {"sub": "07"}, estimators=("nngt",), seed=8)
+    assert main(["participant", str(output_dir)]) == 0
+    assert check_html(output_dir / "sub-07.html").images
+    assert main(["group", str(output_dir)]) == 1
+    assert "run the group level first" in capsys.readouterr().err
 
 
 def test_mosaic_follows_the_mask_and_orientation():
