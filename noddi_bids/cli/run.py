@@ -1,0 +1,258 @@
+"""Entry point of the ``noddi-bids`` BIDS App: check inputs, build the workflow, run it.
+
+Every input is validated before anything is written: a bad dataset fails fast with its exit
+code (see ``docs/usage.md``) and the output folder is not even created.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from noddi_bids import __version__
+from noddi_bids.cli.parser import build_parser
+from noddi_bids.config import (
+    AppError,
+    Config,
+    EmptySelectionError,
+    InputError,
+    MissingInputError,
+    check_writable_folder,
+)
+from noddi_bids.io.bids import DwiRun, collect_dwi_runs, parse_entities, validate_dataset
+from noddi_bids.io.derivatives import write_dataset_description, write_tsv
+from noddi_bids.model.noddi import D_ISO
+from noddi_bids.tissue.stats import group_tables
+
+LOGGER = logging.getLogger("noddi_bids")
+#: Relative tolerance between ``--dpar`` and the d_par a network was trained with.
+_DPAR_RTOL = 1e-6
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the BIDS App and return its exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success; 16, 17, 18, 64, 66 or 1 on failure (see ``docs/usage.md``).
+    """
+    verbosity = 0
+    try:
+        config = Config.from_namespace(build_parser().parse_args(argv))
+        verbosity = config.verbosity
+        _setup_logging(verbosity)
+        if config.analysis_level == "participant":
+            run_participant(config)
+        else:
+            run_group(config)
+    except AppError as err:
+        LOGGER.debug("Traceback", exc_info=True)
+        sys.stderr.write(f"noddi-bids: error: {err}\n")
+        return err.exit_code
+    except Exception as err:  # noqa: BLE001 - the CLI reports every failure in one line
+        if verbosity > 0:
+            LOGGER.exception("noddi-bids failed")
+        sys.stderr.write(f"noddi-bids: error: {type(err).__name__}: {err}\n")
+        return 1
+    return 0
+
+
+def _setup_logging(verbosity: int) -> None:
+    from nipype import config as nipype_config
+    from nipype import logging as nipype_logging
+
+    level = max(logging.DEBUG, logging.INFO - 10 * verbosity)
+    if not LOGGER.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        LOGGER.addHandler(handler)
+        LOGGER.propagate = False
+    LOGGER.setLevel(level)
+    logging.getLogger("bidsschematools").setLevel(logging.WARNING)
+    nipype_level = "INFO" if verbosity > 0 else "WARNING"
+    nipype_config.set("logging", "workflow_level", nipype_level)
+    nipype_config.set("logging", "interface_level", nipype_level)
+    nipype_logging.update_logging(nipype_config)
+
+
+def run_participant(config: Config) -> None:
+    """Validate every input, then build and run the participant workflow.
+
+    Parameters
+    ----------
+    config : Config
+        Validated settings.
+
+    Raises
+    ------
+    AppError
+        For bad input (nothing written) or a failed workflow.
+    """
+    start = time.perf_counter()
+    if not config.skip_bids_validation:
+        validate_dataset(config.bids_dir)
+    runs = collect_dwi_runs(config)
+    if config.run_synthseg and shutil.which("mri_synthseg") is None:
+        raise InputError(
+            "--run-synthseg needs FreeSurfer's mri_synthseg (FreeSurfer >= 7.3) on PATH; "
+            "install it or pass --synthseg-dir with existing SynthSeg outputs."
+        )
+    models = resolve_models(config, runs)
+    check_writable_folder(config.output_dir)
+    LOGGER.info("Inputs checked in %.1f s.", time.perf_counter() - start)
+
+    from nipype import config as nipype_config
+
+    from noddi_bids.workflows.base import init_noddi_bids_wf
+
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        workflow = init_noddi_bids_wf(config, runs, models)
+        workflow.config["execution"].update(
+            {
+                "crashdump_dir": str(config.output_dir / "logs"),
+                "crashfile_format": "txt",
+                # estimate records name map files that no connection carries: keep them
+                "remove_unnecessary_outputs": False,
+            }
+        )
+        nipype_config.set("execution", "crashfile_format", "txt")
+        try:
+            workflow.run(plugin=config.plugin, plugin_args=config.plugin_args)
+        except RuntimeError as err:
+            raise AppError(
+                f"the workflow failed ({err}); crash reports are in {config.output_dir / 'logs'}."
+            ) from err
+    finally:
+        write_dataset_description(config.output_dir, config.bids_dir)
+    LOGGER.info(
+        "Participant level done: %d run(s) in %.1f s; derivatives in %s.",
+        len(runs),
+        time.perf_counter() - start,
+        config.output_dir,
+    )
+
+
+def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
+    """Resolve the network of every scheme once (may train one for ``--model auto``).
+
+    Parameters
+    ----------
+    config : Config
+        Settings (``model``, ``d_par``).
+    runs : sequence of DwiRun
+        Validated runs.
+
+    Returns
+    -------
+    dict
+        Scheme hash -> ONNX file.
+
+    Raises
+    ------
+    InputError
+        If the model is unreadable, was trained for another scheme or another d_par.
+    """
+    from noddi_bids.nn.infer import ModelError, OnnxEstimator, SchemeMismatchError
+    from noddi_bids.nn.store import resolve_model
+
+    labels = "gt" if config.model == "nn-gt" else "mle"
+    models: dict[str, Path] = {}
+    for run in runs:
+        if run.scheme.hash in models:
+            continue
+        try:
+            path = Path(
+                resolve_model(
+                    config.model, run.scheme, d_par=config.d_par, d_iso=D_ISO, labels=labels
+                )
+            )
+            estimator = OnnxEstimator(path)
+            estimator.check_scheme(run.scheme)
+        except (ModelError, SchemeMismatchError) as err:
+            raise InputError(f"{run.dwi.name}: {err}") from err
+        except FileNotFoundError as err:
+            raise MissingInputError(str(err)) from err
+        trained = float(estimator.metadata.d_par)
+        if abs(trained - config.d_par) > _DPAR_RTOL * config.d_par:
+            raise InputError(
+                f"{path}: network trained with d_par = {trained:g} mm^2/s but --dpar is "
+                f"{config.d_par:g}; use --model auto to train a matching network."
+            )
+        LOGGER.info("%s: model %s (%s).", run.name, path, run.scheme.summary())
+        models[run.scheme.hash] = path
+    return models
+
+
+def run_group(config: Config) -> None:
+    """Collect the participants' tissue tables into group tables.
+
+    Writes ``group_tissue_stats.tsv`` (long format) and ``group_summary.tsv`` in the output
+    folder.
+
+    Parameters
+    ----------
+    config : Config
+        Settings (output folder, participant/session labels).
+
+    Raises
+    ------
+    MissingInputError
+        If there are no participant tables.
+    EmptySelectionError
+        If the labels select none of them.
+    """
+    tables = sorted(config.output_dir.glob("sub-*/**/dwi/*_desc-tissue_stats.tsv"))
+    if not tables:
+        raise MissingInputError(
+            f"{config.output_dir}: no participant tissue tables (*_desc-tissue_stats.tsv); run "
+            "the participant level first."
+        )
+    found = {parse_entities(path.name)["sub"] for path in tables}
+    unknown = sorted(set(config.participant_labels) - found)
+    if unknown:
+        raise EmptySelectionError(
+            f"participant(s) {', '.join(unknown)} have no tissue table in {config.output_dir}."
+        )
+    selected = []
+    for path in tables:
+        entities = parse_entities(path.name)
+        entities.pop("desc", None)
+        if config.participant_labels and entities["sub"] not in config.participant_labels:
+            continue
+        if config.session_labels and entities.get("ses") not in config.session_labels:
+            continue
+        try:
+            table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: unreadable tissue table ({err}).") from err
+        entities["sub"] = f"sub-{entities['sub']}"
+        selected.append(({"participant_id": entities.pop("sub"), **entities}, table))
+    if not selected:
+        raise EmptySelectionError("the session labels select no tissue table.")
+    long, summary = group_tables(selected)
+    write_tsv(long, config.output_dir / "group_tissue_stats.tsv")
+    write_tsv(summary, config.output_dir / "group_summary.tsv")
+    LOGGER.info(
+        "Group level: %d table(s) -> %s (noddi-bids %s).",
+        len(selected),
+        config.output_dir / "group_summary.tsv",
+        __version__,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Interfaces writing BIDS derivatives (names from :mod:`noddi_bids.io.derivatives`).
+
+Every file goes to a temporary name in its destination folder first and is moved into place
+with :func:`os.replace`. Each writer returns the paths it wrote, so report and DICOM nodes can
+be connected after it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    Directory,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from noddi_bids import __version__
+from noddi_bids.interfaces.noddi import read_estimate
+from noddi_bids.io import derivatives as io
+
+#: Sidecar text of each map (``param-`` label -> description, units).
+PARAM_SIDECARS = {
+    "od": ("Orientation dispersion index (ODI), (2/pi) arctan(1/kappa)", "arbitrary"),
+    "icvf": ("Neurite density index (NDI, intra-neurite volume fraction of tissue)", "fraction"),
+    "isovf": ("Free-water fraction (FWF, isotropic volume fraction)", "fraction"),
+    "direction": (
+        "Mean fibre orientation, unit vector in the b-vector frame (image axes)",
+        "arbitrary",
+    ),
+}
+#: Column descriptions of the tissue table sidecar.
+STATS_COLUMNS = {
+    "tissue": "Tissue class (WM, GM, CSF)",
+    "estimator": "desc- label of the estimator (nnmle, nngt, nnhybrid, mle)",
+    "n_voxels": "Tissue voxels with finite estimates",
+    "odi_mean": "Mean orientation dispersion index (n/a for CSF)",
+    "odi_sd": "Population SD of ODI within the tissue (n/a for CSF)",
+    "ndi_mean": "Mean neurite density index (n/a for CSF)",
+    "ndi_sd": "Population SD of NDI within the tissue (n/a for CSF)",
+    "fwf_mean": "Mean free-water fraction",
+    "fwf_sd": "Population SD of FWF within the tissue",
+}
+
+
+class _DerivativesInputSpec(BaseInterfaceInputSpec):
+    output_dir = Directory(mandatory=True, desc="derivatives folder")
+    entities = traits.Dict(traits.Str, traits.Str, mandatory=True, desc="entities of the run")
+    sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the source files")
+
+
+class _WrittenOutputSpec(TraitedSpec):
+    out_files = traits.List(File(exists=True), desc="files written (images and sidecars)")
+
+
+class _WriteReferenceInputSpec(_DerivativesInputSpec):
+    mean_b0 = File(exists=True, mandatory=True, desc="mean b = 0 image")
+    mask_file = File(exists=True, mandatory=True, desc="brain mask")
+    qc_file = File(exists=True, mandatory=True, desc="JSON with excluded-voxel counts")
+
+
+class WriteReference(SimpleInterface):
+    """Write the mean b = 0 image (``desc-meanb0_dwiref``) and brain mask (``desc-brain_mask``)."""
+
+    input_spec = _WriteReferenceInputSpec
+    always_run = True  # rewrite outputs even when the node is cached
+    output_spec = _WrittenOutputSpec
+
+    def _run_interface(self, runtime):
+        inputs = self.inputs
+        qc = _read_json(inputs.qc_file)
+        common = {"Sources": list(inputs.sources), "SoftwareVersion": __version__}
+        files = [
+            *_write_image(
+                inputs.mean_b0,
+                inputs,
+                {**common, "Description": "Mean of the b = 0 volumes"},
+                "dwiref",
+                desc="meanb0",
+            ),
+            *_write_image(
+                inputs.mask_file,
+                inputs,
+                {**common, "Type": "Brain", **qc},
+                "mask",
+                desc="brain",
+            ),
+        ]
+        self._results["out_files"] = files
+        return runtime
+
+
+class _WriteEstimateInputSpec(_DerivativesInputSpec):
+    estimate_file = File(exists=True, mandatory=True, desc="estimate record")
+    qc_file = File(exists=True, mandatory=True, desc="JSON with excluded-voxel counts")
+
+
+class _WriteEstimateOutputSpec(_WrittenOutputSpec):
+    map_files = traits.Dict(traits.Str, File(exists=True), desc="param label -> map written")
+
+
+class WriteEstimate(SimpleInterface):
+    """Write one estimator's maps (``model-noddi_param-<p>_desc-<estimator>_dwimap``)."""
+
+    input_spec = _WriteEstimateInputSpec
+    always_run = True  # rewrite outputs even when the node is cached
+    output_spec = _WriteEstimateOutputSpec
+
+    def _run_interface(self, runtime):
+        inputs = self.inputs
+        record = read_estimate(inputs.estimate_file)
+        qc = _read_json(inputs.qc_file)
+        files, maps = [], {}
+        for name, path in record["maps"].items():
+            param = io.PARAM_LABELS[name]
+            description, units = PARAM_SIDECARS[param]
+            sidecar = {
+                "Description": description,
+                "Units": units,
+                **record["sidecar"],
+                "ExcludedVoxels": qc["ExcludedVoxels"],
+                "Sources": list(inputs.sources),
+                "SoftwareVersion": __version__,
+            }
+            written = _write_image(
+                path, inputs, sidecar, "dwimap", model="noddi", param=param, desc=record["desc"]
+            )
+            maps[param] = written[0]
+            files.extend(written)
+        self._results.update(out_files=files, map_files=maps)
+        return runtime
+
+
+class _WriteTissueInputSpec(_DerivativesInputSpec):
+    tissue_file = File(exists=True, mandatory=True, desc="tissue record")
+    stats_file = File(exists=True, mandatory=True, desc="tissue table")
+
+
+class WriteTissue(SimpleInterface):
+    """Write the tissue masks (``label-<tissue>_mask``) and table (``desc-tissue_stats.tsv``)."""
+
+    input_spec = _WriteTissueInputSpec
+    always_run = True  # rewrite outputs even when the node is cached
+    output_spec = _WrittenOutputSpec
+
+    def _run_interface(self, runtime):
+        inputs = self.inputs
+        record = _read_json(inputs.tissue_file)
+        details = {key: value for key, value in record.items() if key != "masks"}
+        files = []
+        for tissue, path in record["masks"].items():
+            sidecar = {
+                "Type": tissue,
+                **details,
+                "Sources": list(inputs.sources),
+                "SoftwareVersion": __version__,
+            }
+            files.extend(_write_image(path, inputs, sidecar, "mask", label=tissue))
+        table = io.derivative_path(
+            inputs.output_dir, inputs.entities, "stats", ".tsv", desc="tissue"
+        )
+        files.append(str(io.copy_file(Path(inputs.stats_file), table)))
+        sidecar = {**STATS_COLUMNS, "TissueMasks": details, "SoftwareVersion": __version__}
+        files.append(str(io.write_json(sidecar, table.with_suffix(".json"))))
+        self._results["out_files"] = files
+        return runtime
+
+
+def _write_image(
+    path: str, inputs: Any, sidecar: dict[str, Any], suffix: str, **entities: str
+) -> list[str]:
+    target = io.derivative_path(inputs.output_dir, inputs.entities, suffix, ".nii.gz", **entities)
+    io.copy_file(Path(path), target)
+    json_path = target.with_name(target.name.removesuffix(".nii.gz") + ".json")
+    io.write_json(sidecar, json_path)
+    return [str(target), str(json_path)]
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

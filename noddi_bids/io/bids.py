@@ -1,0 +1,402 @@
+"""Finding and checking the inputs of a participant run (pybids queries).
+
+Everything here runs before the Nipype graph is built, so that bad input fails fast with the
+right exit code and the output folder untouched: :func:`collect_dwi_runs` returns one
+validated :class:`DwiRun` per diffusion run, with the scheme already read and the image data
+read once to catch truncated files.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import re
+import shutil
+import subprocess
+import warnings
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from noddi_bids.config import (
+    Config,
+    EmptySelectionError,
+    InputError,
+    InvalidDatasetError,
+    MissingInputError,
+)
+from noddi_bids.model.scheme import Scheme, SchemeError, SchemeWarning, read_scheme
+
+LOGGER = logging.getLogger(__name__)
+
+#: pybids entity names kept in derivative names, with their BIDS keys, in BIDS order.
+NAME_ENTITIES = {
+    "subject": "sub",
+    "session": "ses",
+    "acquisition": "acq",
+    "reconstruction": "rec",
+    "direction": "dir",
+    "run": "run",
+}
+_ENTITY = re.compile(r"(?:^|_)([a-zA-Z]+)-([a-zA-Z0-9]+)")
+_NIFTI = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class DwiRun:
+    """One diffusion run and the files that go with it.
+
+    Attributes
+    ----------
+    dwi, bval, bvec : Path
+        The 4-D image and its b-values / b-vectors (found through BIDS inheritance).
+    entities : dict
+        BIDS keys (``sub``, ``ses``, ``acq``, ``rec``, ``dir``, ``run``) present in the name.
+    metadata : dict
+        Merged JSON sidecar metadata.
+    scheme : Scheme
+        The validated acquisition scheme.
+    shape : tuple of int
+        Image shape (X, Y, Z, M).
+    synthseg : SegmentationFiles or None
+        SynthSeg outputs for this run.
+    brain_mask : Path or None
+        User-supplied brain mask.
+    """
+
+    dwi: Path
+    bval: Path
+    bvec: Path
+    entities: dict[str, str]
+    metadata: dict[str, Any]
+    scheme: Scheme
+    shape: tuple[int, ...]
+    synthseg: SegmentationFiles | None = None
+    brain_mask: Path | None = None
+
+    @property
+    def subject(self) -> str:
+        """Participant label (without ``sub-``)."""
+        return self.entities["sub"]
+
+    @property
+    def name(self) -> str:
+        """Entities joined as in a file name, e.g. ``sub-01_ses-1_run-2``."""
+        return "_".join(f"{key}-{value}" for key, value in self.entities.items())
+
+
+@dataclass(frozen=True)
+class SegmentationFiles:
+    """SynthSeg outputs of one participant/session.
+
+    Attributes
+    ----------
+    labels : Path or None
+        Label volume (FreeSurfer label numbers), e.g. ``*_dseg.nii.gz`` or ``*_synthseg.nii.gz``.
+    posteriors : Path or None
+        4-D posterior volume written by ``mri_synthseg --post`` (one frame per label).
+    probseg : dict
+        Tissue probability maps ``{"WM": path, "GM": path, "CSF": path}`` (``*_label-WM_probseg``).
+    """
+
+    labels: Path | None = None
+    posteriors: Path | None = None
+    probseg: dict[str, Path] = field(default_factory=dict)
+
+
+def parse_entities(name: str) -> dict[str, str]:
+    """BIDS ``key-value`` pairs of a file name, in order of appearance.
+
+    Examples
+    --------
+    >>> parse_entities("sub-01_ses-2_acq-ms_dwi.nii.gz")
+    {'sub': '01', 'ses': '2', 'acq': 'ms'}
+    """
+    return dict(_ENTITY.findall(name.split(".")[0]))
+
+
+def check_bids_root(bids_dir: Path) -> None:
+    """Raise :class:`InvalidDatasetError` unless ``bids_dir`` looks like a BIDS dataset root."""
+    description = bids_dir / "dataset_description.json"
+    if not description.is_file():
+        raise InvalidDatasetError(
+            f"{bids_dir}: not a BIDS dataset (no dataset_description.json at its root)."
+        )
+    try:
+        content = json.loads(description.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidDatasetError(f"{description}: unreadable JSON ({err}).") from err
+    missing = [key for key in ("Name", "BIDSVersion") if key not in content]
+    if missing:
+        raise InvalidDatasetError(f"{description}: lacks required field(s) {', '.join(missing)}.")
+
+
+def validate_dataset(bids_dir: Path) -> None:
+    """Run the BIDS validator when available.
+
+    The ``bids-validator`` command (Node/Deno) is used when it is on PATH and its errors fail the
+    run. Otherwise the Python ``bids_validator`` package checks every file name under ``sub-*``;
+    names it rejects are logged (pybids ignores them).
+
+    Raises
+    ------
+    InvalidDatasetError
+        If the validator command reports errors.
+    """
+    command = shutil.which("bids-validator")
+    if command is not None:
+        result = subprocess.run(
+            [command, str(bids_dir), "--json", "--ignoreWarnings"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise InvalidDatasetError(
+                f"{bids_dir}: the BIDS validator reports errors (rerun `bids-validator "
+                f"{bids_dir}` to see them, or pass --skip-bids-validation)."
+            )
+        return
+    from bids_validator import BIDSValidator
+
+    validator = BIDSValidator()
+    rejected = [
+        path.relative_to(bids_dir).as_posix()
+        for path in sorted(bids_dir.glob("sub-*/**/*"))
+        if path.is_file() and not validator.is_bids("/" + path.relative_to(bids_dir).as_posix())
+    ]
+    if rejected:
+        LOGGER.warning(
+            "%d file(s) do not follow BIDS naming and are ignored, e.g. %s",
+            len(rejected),
+            rejected[0],
+        )
+
+
+def collect_dwi_runs(config: Config) -> list[DwiRun]:
+    """Find, read and check every selected diffusion run.
+
+    Parameters
+    ----------
+    config : Config
+        Run settings (BIDS folder, labels, filters, b = 0 threshold, SynthSeg/mask folders).
+
+    Returns
+    -------
+    list of DwiRun
+        One entry per dwi run, sorted by file name. Selected participants without dwi data
+        are logged and skipped.
+
+    Raises
+    ------
+    InvalidDatasetError, EmptySelectionError, MissingInputError, InputError
+        As described in ``docs/usage.md`` (exit codes 16, 18, 66 and 1).
+    """
+    from bids import BIDSLayout
+    from bids.exceptions import BIDSValidationError
+
+    check_bids_root(config.bids_dir)
+    try:
+        layout = BIDSLayout(str(config.bids_dir), validate=not config.skip_bids_validation)
+    except (BIDSValidationError, ValueError) as err:
+        raise InvalidDatasetError(f"{config.bids_dir}: {err}") from err
+    subjects = _select(layout.get_subjects(), config.participant_labels, "participant")
+    if not subjects:
+        raise InvalidDatasetError(f"{config.bids_dir}: no sub-<label> folders found.")
+    query: dict[str, Any] = {"subject": subjects, "datatype": "dwi", "suffix": "dwi"}
+    if config.session_labels:
+        query["session"] = _select(layout.get_sessions(), config.session_labels, "session")
+    query.update(config.bids_filters.get("dwi", {}))
+    query["extension"] = list(_NIFTI)
+    files = layout.get(return_type="object", **query)
+    with_dwi = {f.entities["subject"] for f in files}
+    for subject in sorted(set(subjects) - with_dwi):
+        LOGGER.warning("sub-%s: no diffusion data match the selection; skipped.", subject)
+    if not files:
+        if config.bids_filters:
+            raise EmptySelectionError("the --bids-filter-file query selects no dwi run.")
+        raise MissingInputError(
+            f"{config.bids_dir}: no dwi runs for the selected participant(s) {', '.join(subjects)}."
+        )
+    runs = [_read_run(layout, f, config) for f in sorted(files, key=lambda f: f.path)]
+    LOGGER.info("Found %d dwi run(s) of %d participant(s).", len(runs), len(with_dwi))
+    return runs
+
+
+def _select(available: Iterable[str], wanted: tuple[str, ...], what: str) -> list[str]:
+    available = sorted(available)
+    if not wanted:
+        return available
+    unknown = [label for label in wanted if label not in available]
+    if unknown:
+        raise EmptySelectionError(
+            f"{what} label(s) {', '.join(unknown)} not found; the dataset has "
+            f"{', '.join(available) or 'none'}."
+        )
+    return list(wanted)
+
+
+def _read_run(layout: Any, bids_file: Any, config: Config) -> DwiRun:
+    dwi = Path(bids_file.path)
+    bval = _companion(layout, dwi, "bval")
+    bvec = _companion(layout, dwi, "bvec")
+    shape = check_dwi_image(dwi)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SchemeWarning)
+        try:
+            scheme = read_scheme(bval, bvec, b0_threshold=config.b0_threshold, n_volumes=shape[3])
+        except SchemeError as err:
+            raise InputError(str(err)) from err
+    entities = {
+        key: str(bids_file.entities[name])
+        for name, key in NAME_ENTITIES.items()
+        if name in bids_file.entities
+    }
+    synthseg = find_segmentation(config.synthseg_dir, entities) if config.synthseg_dir else None
+    mask = find_brain_mask(config.mask_dir, entities) if config.mask_dir else None
+    return DwiRun(
+        dwi=dwi,
+        bval=bval,
+        bvec=bvec,
+        entities=entities,
+        metadata=dict(layout.get_metadata(str(dwi))),
+        scheme=scheme,
+        shape=shape,
+        synthseg=synthseg,
+        brain_mask=mask,
+    )
+
+
+def _companion(layout: Any, dwi: Path, extension: str) -> Path:
+    try:
+        found = layout.get_nearest(
+            str(dwi), extension=f".{extension}", suffix="dwi", strict=False, full_search=True
+        )
+    except (ValueError, KeyError):
+        found = None
+    if not found:
+        raise MissingInputError(f"{dwi}: no .{extension} file found (BIDS inheritance searched).")
+    return Path(found)
+
+
+def check_dwi_image(path: Path) -> tuple[int, ...]:
+    """Load a diffusion image completely and return its shape.
+
+    Raises
+    ------
+    InputError
+        If the file is not a readable NIfTI, is truncated or corrupt, or is not 4-D.
+    """
+    image = read_image(path)
+    if image.ndim != 4:
+        raise InputError(
+            f"{path}: diffusion image must be 4-D (x, y, z, volumes); got shape {image.shape}."
+        )
+    if image.shape[3] < 2:
+        raise InputError(f"{path}: diffusion image has a single volume.")
+    return tuple(int(n) for n in image.shape)
+
+
+def read_image(path: Path) -> nib.Nifti1Image:
+    """Load a NIfTI image and read its data once (catches truncated and corrupt files).
+
+    Raises
+    ------
+    InputError
+        If the header or the data cannot be read.
+    """
+    try:
+        image = nib.load(str(path))
+        np.asanyarray(image.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as err:
+        raise InputError(f"{path}: unreadable or truncated NIfTI ({err}).") from err
+    return image
+
+
+def _matching(folder: Path, entities: dict[str, str], pattern: str) -> list[Path]:
+    """Files under ``folder`` whose name has the run's subject (and session) and ``pattern``.
+
+    Among several candidates, those sharing more of the run's entities come first.
+    """
+    found = []
+    for path in sorted(folder.rglob(f"sub-{entities['sub']}_*")):
+        if not fnmatch.fnmatch(path.name, f"*{pattern}") or not path.name.endswith(_NIFTI):
+            continue
+        names = parse_entities(path.name)
+        if "ses" in entities and names.get("ses", entities["ses"]) != entities["ses"]:
+            continue
+        clash = [k for k in ("acq", "dir", "run") if k in names and names[k] != entities.get(k)]
+        if clash:
+            continue
+        found.append(path)
+    shared = {
+        path: sum(parse_entities(path.name).get(k) == v for k, v in entities.items())
+        for path in found
+    }
+    return sorted(found, key=lambda path: -shared[path])
+
+
+def find_segmentation(folder: Path, entities: dict[str, str]) -> SegmentationFiles:
+    """Find SynthSeg outputs for a run in ``folder`` and check that they are readable.
+
+    Recognised names (any depth, starting with ``sub-<label>``): BIDS derivatives
+    ``*_dseg.nii[.gz]`` and ``*_label-{WM,GM,CSF}_probseg.nii[.gz]``; plain SynthSeg outputs
+    ``*synthseg*.nii[.gz]`` (labels) and ``*post*.nii[.gz]`` (4-D posteriors).
+
+    Raises
+    ------
+    MissingInputError
+        If nothing is found for the run.
+    InputError
+        If a file found cannot be read.
+    """
+    probseg = {}
+    for tissue in ("WM", "GM", "CSF"):
+        candidates = _matching(folder, entities, f"label-{tissue}_probseg.nii*")
+        if candidates:
+            probseg[tissue] = candidates[0]
+    posteriors = [p for p in _matching(folder, entities, "post*.nii*") if "label-" not in p.name]
+    labels = _matching(folder, entities, "_dseg.nii*") or [
+        p for p in _matching(folder, entities, "synthseg*.nii*") if "post" not in p.name
+    ]
+    files = SegmentationFiles(
+        labels=labels[0] if labels else None,
+        posteriors=posteriors[0] if posteriors else None,
+        probseg=probseg,
+    )
+    if files.labels is None and files.posteriors is None and not probseg:
+        raise MissingInputError(
+            f"{folder}: no SynthSeg output for {'_'.join(f'{k}-{v}' for k, v in entities.items())}"
+            " (expected sub-<label>..._dseg.nii.gz, ..._label-WM_probseg.nii.gz or "
+            "..._synthseg.nii.gz)."
+        )
+    for path in [files.labels, files.posteriors, *probseg.values()]:
+        if path is not None and read_image(path).ndim < 3:
+            raise InputError(f"{path}: SynthSeg output must be a 3-D or 4-D image.")
+    return files
+
+
+def find_brain_mask(folder: Path, entities: dict[str, str]) -> Path:
+    """Find a run's brain mask (``sub-<label>..._desc-brain_mask.nii[.gz]``) in ``folder``.
+
+    Raises
+    ------
+    MissingInputError
+        If none is found.
+    InputError
+        If it cannot be read.
+    """
+    candidates = _matching(folder, entities, "desc-brain_mask.nii*")
+    if not candidates:
+        raise MissingInputError(
+            f"{folder}: no brain mask for sub-{entities['sub']} (expected "
+            "sub-<label>[_ses-<label>]_desc-brain_mask.nii.gz)."
+        )
+    read_image(candidates[0])
+    return candidates[0]

@@ -1,0 +1,1 @@
+"""Nipype workflows of noddi-bids, built by ``init_*_wf`` factories."""
