@@ -167,10 +167,13 @@ def map_mosaic(
     slices = axial_slices(mask, n_slices)
     box = bounding_box(mask)
     cmap = mpl.colormaps[MAP_CMAP].with_extremes(bad="black")
-    figure, grid = _mosaic_figure(len(maps), len(slices), with_colorbar=True, title=title)
-    for row, (parameter, volume) in enumerate(maps.items()):
+    planes = [
+        stitch_slices(np.where(mask, volume, np.nan), slices, box) for volume in maps.values()
+    ]
+    aspect = _plane_aspect(planes[0], zooms)
+    figure, grid = _mosaic_figure(len(maps), aspect, with_colorbar=True, title=title)
+    for row, (parameter, stitched) in enumerate(zip(maps, planes, strict=True)):
         axes = figure.add_subplot(grid[row, 0])
-        stitched = stitch_slices(np.where(mask, volume, np.nan), slices, box)
         image = _show_plane(axes, stitched, zooms, cmap=cmap, vmin=MAP_RANGE[0], vmax=MAP_RANGE[1])
         axes.set_ylabel(PARAMETER_NAMES.get(parameter, parameter), color="white")
         colorbar = figure.colorbar(image, cax=figure.add_subplot(grid[row, 1]))
@@ -222,7 +225,8 @@ def mask_mosaic(
     high = high if high > low else low + 1.0
     background = stitch_slices(reference, slices, box)
     rows = 1 + bool(tissue_masks)
-    figure, grid = _mosaic_figure(rows, len(slices), with_colorbar=False, title=title)
+    aspect = _plane_aspect(background, zooms)
+    figure, grid = _mosaic_figure(rows, aspect, with_colorbar=False, title=title)
     outline = figure.add_subplot(grid[0, 0])
     _show_plane(outline, background, zooms, cmap="gray", vmin=low, vmax=high)
     if brain_mask is not None:
@@ -504,13 +508,20 @@ def _panel_grid(rows: int, columns: int, width: float, height: float, *, legend:
     return figure, grid
 
 
-def _mosaic_figure(rows: int, columns: int, *, with_colorbar: bool, title: str | None):
-    top, bottom, left, right = (0.4 if title else 0.1), 0.35, 0.4, 0.45
-    width = columns * _PANEL_INCHES + left + right
+def _plane_aspect(plane: np.ndarray, zooms: Sequence[float]) -> float:
+    """Width / height of a stitched plane drawn with its voxel sizes."""
+    return plane.shape[1] * zooms[0] / (plane.shape[0] * zooms[1])
+
+
+def _mosaic_figure(rows: int, aspect: float, *, with_colorbar: bool, title: str | None):
+    """Figure for ``rows`` stitched planes of ``aspect`` (width / height), one per row."""
+    top, bottom, left, right = (0.4 if title else 0.1), 0.35, 0.4, (0.45 if with_colorbar else 0.2)
+    colorbar = 0.25 if with_colorbar else 0.0  # colour bar and its gap, inches
+    width = aspect * _PANEL_INCHES + colorbar + left + right
     height = rows * _PANEL_INCHES + top + bottom
     figure = _figure(width, height)
     figure.set_facecolor("black")
-    ratios = [columns * 1.0] + ([0.08] if with_colorbar else [])
+    ratios = [aspect * _PANEL_INCHES] + ([0.12] if with_colorbar else [])
     grid = figure.add_gridspec(
         rows,
         len(ratios),

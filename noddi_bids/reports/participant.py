@@ -242,7 +242,7 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
     else:
         parts.append(page.notice("No mean b = 0 image was found; masks are not shown."))
     # Tissue table.
-    parts.append(f"<h3>Tissue table</h3>{_tissue_table_html(run.stats)}")
+    parts.append(_heading(run, "table", "Tissue table") + _tissue_table_html(run.stats))
     # Voxel values per tissue: scatter of each network against MLE, histograms.
     values = {
         estimator: {
@@ -251,19 +251,24 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
         }
         for estimator, images in maps.items()
     }
+    parts.append(_heading(run, "scatter", "Estimators compared voxel by voxel"))
     parts.append(_scatter_html(values))
+    parts.append(_heading(run, "histograms", "Distributions per tissue"))
     parts.append(_histogram_html(values))
     return "\n".join(parts)
 
 
+def _heading(run: RunDerivatives, key: str, title: str) -> str:
+    return f'<h3 id="{page.escape(run.name)}-{key}">{page.escape(title)}</h3>'
+
+
 def _scatter_html(values: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]) -> str:
-    title = "<h3>Estimators compared voxel by voxel</h3>"
     if "mle" not in values or not any(values["mle"].values()):
-        return title + page.notice(
+        return page.notice(
             "Scatter plots need the maximum-likelihood fit (MLE) and tissue masks; run the "
             "participant level with the MLE fit to compare the network against it."
         )
-    parts = [title]
+    parts = []
     for estimator in (e for e in values if e != "mle"):
         svg = figures.estimator_scatter(
             values["mle"],
@@ -277,19 +282,18 @@ def _scatter_html(values: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]) 
             "with the identity line (dashed); at most 4000 voxels drawn per panel."
         )
         parts.append(page.figure_html(svg, page.SVG, caption, f"{estimator} vs mle scatter"))
-    if len(parts) == 1:
+    if not parts:
         parts.append(page.notice("Only the MLE fit was found; there is nothing to compare."))
     return "".join(parts)
 
 
 def _histogram_html(values: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]) -> str:
-    title = "<h3>Distributions per tissue</h3>"
     if not values or not any(values[e] for e in values):
-        return title + page.notice("Histograms need NODDI maps and tissue masks.")
+        return page.notice("Histograms need NODDI maps and tissue masks.")
     svg = figures.tissue_histograms(values, TISSUE_PARAMETERS)
     names = ", ".join(_estimator_label(e) for e in values)
     caption = f"Histograms (unit area, 40 bins over [0, 1]) within each tissue: {names}."
-    return title + page.figure_html(svg, page.SVG, caption, "histograms per tissue")
+    return page.figure_html(svg, page.SVG, caption, "histograms per tissue")
 
 
 def _tissue_table_html(path: Path | None) -> str:
