@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from noddi_bids.io.derivatives import atomic_target
+from noddi_bids.io.derivatives import ESTIMATOR_DESCRIPTIONS, atomic_target
 from noddi_bids.reports import figures
 from noddi_bids.reports import html as page
 from noddi_bids.tissue.stats import PARAMETERS, TISSUE_PARAMETERS, TISSUES
@@ -108,8 +108,14 @@ def _summary_html(table: pd.DataFrame) -> str:
         "tissue": summary["tissue"].map({t: i for i, t in enumerate(TISSUES)}),
         "parameter": summary["parameter"].map({p: i for i, p in enumerate(PARAMETERS)}),
     }
-    summary = summary.assign(_tissue=order["tissue"], _parameter=order["parameter"])
-    summary = summary.sort_values(["_tissue", "estimator", "_parameter"], na_position="last")
+    known = dict.fromkeys([*ESTIMATOR_DESCRIPTIONS, *summary["estimator"]])
+    estimators = {e: i for i, e in enumerate(known)}
+    summary = summary.assign(
+        _tissue=order["tissue"],
+        _estimator=summary["estimator"].map(estimators),
+        _parameter=order["parameter"],
+    )
+    summary = summary.sort_values(["_tissue", "_estimator", "_parameter"], na_position="last")
     rows = [
         (
             record["tissue"],
