@@ -320,6 +320,18 @@ def test_report_without_mle_says_why_there_is_no_scatter(tmp_path: Path):
     assert "No timings were passed" in text
 
 
+def test_image_on_another_grid_is_left_out_with_a_notice(tmp_path: Path):
+    output_dir = tmp_path / "out"
+    write_run(output_dir, {"sub": "08"}, estimators=("nngt",), seed=9)
+    gm = derivative_path(output_dir, {"sub": "08"}, "mask", ".nii.gz", label="GM")
+    save_nifti(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), _affine()), gm)
+    checker = check_html(write_participant_report(output_dir, "08"))
+    text = " ".join(checker.text)
+    assert "left out" in text and gm.name in text
+    assert len(checker.images) == 3
+    assert "(WM, CSF; bottom)" in text
+
+
 def test_report_without_derivatives_is_still_written(tmp_path: Path):
     checker = check_html(write_participant_report(tmp_path, "05"))
     assert checker.images == []

@@ -214,11 +214,22 @@ def _estimator_label(desc: str) -> str:
 
 def _run_html(run: RunDerivatives, n_slices: int) -> str:
     parts: list[str] = []
-    brain = _load(run.brain_mask)
-    mask = brain[0] > 0 if brain else None
-    tissues = {t: _load(p)[0] > 0 for t, p in run.tissue_masks.items()}
-    maps = {e: {p: _load(path) for p, path in files.items()} for e, files in run.maps.items()}
-    if not run.maps:
+    loaded = {path: _load(path) for path in _run_images(run)}
+    shapes = [volume.shape for volume, _ in loaded.values()]
+    grid = shapes[0] if shapes else None
+    off_grid = [p.name for p, (volume, _) in loaded.items() if volume.shape != grid]
+    if off_grid:
+        parts.append(page.notice(f"Not on the grid {grid} of the run, left out: {off_grid}."))
+    loaded = {p: image for p, image in loaded.items() if p.name not in off_grid}
+    reference = loaded.get(run.mean_b0)
+    mask = loaded[run.brain_mask][0] > 0 if run.brain_mask in loaded else None
+    tissues = {t: loaded[p][0] > 0 for t, p in run.tissue_masks.items() if p in loaded}
+    maps = {
+        estimator: {p: loaded[path] for p, path in files.items() if path in loaded}
+        for estimator, files in run.maps.items()
+    }
+    maps = {estimator: images for estimator, images in maps.items() if images}
+    if not maps:
         parts.append(page.notice("No NODDI maps were found for this run."))
     # Mosaics of the maps, one figure per estimator.
     for estimator, images in maps.items():
@@ -232,7 +243,6 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
         )
         parts.append(page.figure_html(png, page.PNG, caption, f"{name} maps"))
     # Masks on the mean b = 0 image.
-    reference = _load(run.mean_b0)
     if reference is not None:
         png = figures.mask_mosaic(reference[0], reference[1], mask, tissues, n_slices=n_slices)
         caption = "Mean b = 0 image with the brain mask outline (top) and the tissue masks " + (
@@ -256,6 +266,13 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
     parts.append(_heading(run, "histograms", "Distributions per tissue"))
     parts.append(_histogram_html(values))
     return "\n".join(parts)
+
+
+def _run_images(run: RunDerivatives) -> list[Path]:
+    """Images of a run, the mean b = 0 first (it defines the grid), then maps and masks."""
+    maps = [path for files in run.maps.values() for path in files.values()]
+    masks = [run.brain_mask, *run.tissue_masks.values()]
+    return [p for p in (run.mean_b0, *maps, *masks) if p is not None]
 
 
 def _heading(run: RunDerivatives, key: str, title: str) -> str:
@@ -432,7 +449,5 @@ def _sidecar(image: Path) -> dict[str, Any]:
         return {}
 
 
-def _load(path: Path | None) -> tuple[np.ndarray, tuple] | None:
-    if path is None:
-        return None
+def _load(path: Path) -> tuple[np.ndarray, tuple]:
     return figures.canonical_volume(nib.load(path))
