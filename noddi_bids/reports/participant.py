@@ -45,8 +45,6 @@ LOGGER = logging.getLogger("noddi_bids.reports")
 RUN_ENTITIES = tuple(e for e in ENTITY_ORDER if e not in ("model", "param", "label", "desc"))
 #: ``param-`` label -> parameter name (inverse of :data:`PARAM_LABELS`, maps only).
 PARAMETER_OF_LABEL = {label: name for name, label in PARAM_LABELS.items() if name in PARAMETERS}
-#: Estimators whose ``desc-`` label starts with this are neural networks.
-_NN_PREFIX = "nn"
 
 
 @dataclass
@@ -394,7 +392,7 @@ def _run_provenance_html(run: RunDerivatives) -> str:
         units = sidecar.get("DiffusivityUnits", "mm^2/s")
         for key, name in (("Dpar", "d_par"), ("Diso", "d_iso")):
             if key in sidecar:
-                items.append((name, f"{sidecar[key]:g} {units}"))
+                items.append((name, f"{_plain(sidecar[key])} {units}"))
         parts.append(f"<h4>{page.escape(_estimator_label(estimator))}</h4>")
         parts.append(page.definition_list(items))
         scheme = sidecar.get("Scheme")
