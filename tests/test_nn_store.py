@@ -42,12 +42,16 @@ def test_named_and_path_specs(tmp_path):
         store.resolve_model("nn-typo", scheme)
 
 
-def test_shipped_gt_model():
-    path = store.shipped_models()["nn-gt"]
+@pytest.mark.parametrize("labels", ["mle", "gt"])
+def test_shipped_models(labels, monkeypatch, tmp_path):
+    path = store.shipped_models()[f"nn-{labels}"]
     meta = read_metadata(path)
-    assert meta.labels == "gt" and meta.scheme.matches(reference_scheme())[0]
-    assert meta.training["data"]["n_samples"] == 2**18
+    assert meta.labels == labels and meta.scheme.matches(reference_scheme())[0]
+    assert meta.training["data"]["n_samples"] == 2**18 and meta.snr == 15.0
+    assert meta.training["epochs"] == 500 and meta.training["batch_size"] == 1000
     assert path.stat().st_size < 400_000
+    monkeypatch.setenv("NODDI_BIDS_CACHE", str(tmp_path))
+    assert store.resolve_model("auto", reference_scheme(), labels=labels, train=False) == path
 
 
 def test_auto_trains_caches_and_reuses(monkeypatch, tmp_path):
