@@ -21,7 +21,7 @@ def _args():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--voxels", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--chunk", type=int, nargs="*", default=[16_384, 65_536, 262_144])
+    parser.add_argument("--chunk", type=int, nargs="*", default=[1024, 2048, 4096, 65_536])
     return parser.parse_args()
 
 

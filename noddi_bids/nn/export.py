@@ -7,8 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
+from onnx import helper, numpy_helper
 
 from noddi_bids import __version__
 from noddi_bids.nn.metadata import METADATA_KEY, ModelMetadata
@@ -23,6 +25,7 @@ OPSET = 17
 def export_onnx(network: torch.nn.Module, path: str | Path, metadata: ModelMetadata) -> Path:
     """Write `network` as ONNX with a dynamic batch axis and `metadata` in ``metadata_props``.
 
+    ELU activations are rewritten by :func:`decompose_elu` for speed.
     The file is written to a temporary name in the target folder and renamed, so readers (and
     concurrent writers of the same model) never see a partial file.
 
@@ -55,7 +58,7 @@ def export_onnx(network: torch.nn.Module, path: str | Path, metadata: ModelMetad
         opset_version=OPSET,
         dynamo=False,
     )
-    model = onnx.load_from_string(buffer.getvalue())
+    model = decompose_elu(onnx.load_from_string(buffer.getvalue()))
     model.producer_name = "noddi-bids"
     model.producer_version = __version__
     model.doc_string = (
@@ -77,3 +80,48 @@ def export_onnx(network: torch.nn.Module, path: str | Path, metadata: ModelMetad
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def decompose_elu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite every ``Elu`` node as ``Relu(x) + alpha (Exp(Clip(x, max=0)) - 1)``.
+
+    Same function (outputs agree to ~1e-7), but ONNX Runtime's ``Elu`` kernel is scalar while
+    ``Exp`` and the other element-wise operators are vectorised: on 2 CPU cores the whole
+    network ran about 1.4 times faster (docs/benchmarks.md). Weights are untouched.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        Model to rewrite (modified in place).
+
+    Returns
+    -------
+    onnx.ModelProto
+        The same model.
+    """
+    graph = model.graph
+    nodes = []
+    for index, node in enumerate(graph.node):
+        if node.op_type != "Elu":
+            nodes.append(node)
+            continue
+        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.0)
+        x, y, p = node.input[0], node.output[0], f"elu{index}_"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(0.0, np.float32), p + "zero"),
+                numpy_helper.from_array(np.array(1.0, np.float32), p + "one"),
+                numpy_helper.from_array(np.array(alpha, np.float32), p + "alpha"),
+            ]
+        )
+        nodes += [
+            helper.make_node("Relu", [x], [p + "pos"]),
+            helper.make_node("Clip", [x, "", p + "zero"], [p + "neg"]),
+            helper.make_node("Exp", [p + "neg"], [p + "exp"]),
+            helper.make_node("Sub", [p + "exp", p + "one"], [p + "expm1"]),
+            helper.make_node("Mul", [p + "expm1", p + "alpha"], [p + "scaled"]),
+            helper.make_node("Add", [p + "pos", p + "scaled"], [y]),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model

@@ -48,7 +48,11 @@ def bias_quiver(table: pd.DataFrame, path: str | Path) -> Path:
     """
     names = list(dict.fromkeys(table["estimator"]))
     figure, axes = plt.subplots(
-        len(names), len(PLANES), figsize=(4 * len(PLANES), 3.8 * len(names)), squeeze=False
+        len(names),
+        len(PLANES),
+        figsize=(4.4 * len(PLANES), 3.8 * len(names)),
+        squeeze=False,
+        layout="constrained",
     )
     for row, name in enumerate(names):
         part = table[table["estimator"] == name]
@@ -82,7 +86,9 @@ def sd_lines(table: pd.DataFrame, path: str | Path) -> Path:
     -------
     Path
     """
-    figure, axes = plt.subplots(1, len(PARAMETERS), figsize=(4.2 * len(PARAMETERS), 3.6))
+    figure, axes = plt.subplots(
+        1, len(PARAMETERS), figsize=(4.2 * len(PARAMETERS), 3.6), layout="constrained"
+    )
     for ax, p in zip(axes, PARAMETERS, strict=True):
         for name, part in table.groupby("estimator", sort=False):
             line = part.groupby(f"{p}_true")[f"{p}_sd"].mean()
@@ -120,7 +126,7 @@ def scatter_versus(
     )
     figure, axes = plt.subplots(
         len(others), len(PARAMETERS), figsize=(3.8 * len(PARAMETERS), 3.6 * len(others)),
-        squeeze=False,
+        squeeze=False, layout="constrained",
     )  # fmt: skip
     for row, name in enumerate(others):
         y_all = estimates[name].reshape(-1, len(PARAMETERS))
