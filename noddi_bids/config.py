@@ -285,7 +285,12 @@ def _plugin_settings(
     if value is None:
         if nprocs == 1:
             return "Linear", {}
-        args: dict[str, Any] = {"n_procs": nprocs, "raise_insufficient": False}
+        # forkserver: forking a parent whose numba/torch thread pools already ran can deadlock
+        args: dict[str, Any] = {
+            "n_procs": nprocs,
+            "raise_insufficient": False,
+            "mp_context": "forkserver",
+        }
         if mem_gb is not None:
             args["memory_gb"] = mem_gb
         return DEFAULT_PLUGIN, args

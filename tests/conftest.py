@@ -195,26 +195,32 @@ def bids_dataset(tmp_path: Path) -> Phantom:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small real network for the reference scheme in a private cache (``--model auto``).
+    """A small real network for the reference scheme, in a private model cache folder.
 
-    Trained with the production code on 4096 samples for a few epochs: good enough to exercise
-    the app, not for accuracy.
+    Trained with the production code (``train_auto_model``) on 4096 samples for a few epochs:
+    good enough to exercise the app, not for accuracy. Use ``model_cache`` to make
+    ``--model auto`` find it.
     """
     from noddi_bids.nn.store import CACHE_ENV, cached_model_path, train_auto_model
 
     cache = tmp_path_factory.mktemp("model-cache")
-    previous = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(cache)
-    target = cached_model_path(reference_scheme())
-    train_auto_model(
-        reference_scheme(),
-        target,
-        n_threads=1,
-        progress=False,
-        recipe={"n_samples": 4096, "epochs": 3, "patience": 3, "seed": 0},
-    )
-    yield target
-    if previous is None:
-        os.environ.pop(CACHE_ENV, None)
-    else:
-        os.environ[CACHE_ENV] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(cache))
+        target = cached_model_path(reference_scheme())
+        train_auto_model(
+            reference_scheme(),
+            target,
+            n_threads=1,
+            progress=False,
+            recipe={"n_samples": 4096, "epochs": 3, "patience": 3, "seed": 0},
+        )
+    return target
+
+
+@pytest.fixture
+def model_cache(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the model cache at :func:`tiny_model`'s folder for one test; returns the model."""
+    from noddi_bids.nn.store import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tiny_model.parent.parent))
+    return tiny_model

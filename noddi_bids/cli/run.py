@@ -7,6 +7,7 @@ code (see ``docs/usage.md``) and the output folder is not even created.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import shutil
 import sys
 import time
@@ -31,6 +32,16 @@ from noddi_bids.model.noddi import D_ISO
 from noddi_bids.tissue.stats import group_tables
 
 LOGGER = logging.getLogger("noddi_bids")
+#: Modules imported once by the forkserver of MultiProc workers instead of by every worker.
+WORKER_PRELOAD = (
+    "nipype.pipeline.engine",
+    "noddi_bids.interfaces.derivatives",
+    "noddi_bids.interfaces.dwi",
+    "noddi_bids.interfaces.noddi",
+    "noddi_bids.interfaces.tissue",
+    "noddi_bids.nn.infer",
+    "noddi_bids.fit.mle",
+)
 #: Relative tolerance between ``--dpar`` and the d_par a network was trained with.
 _DPAR_RTOL = 1e-6
 
@@ -74,11 +85,12 @@ def _setup_logging(verbosity: int) -> None:
     from nipype import logging as nipype_logging
 
     level = max(logging.DEBUG, logging.INFO - 10 * verbosity)
-    if not LOGGER.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-        LOGGER.addHandler(handler)
-        LOGGER.propagate = False
+    for handler in list(LOGGER.handlers):
+        LOGGER.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    LOGGER.addHandler(handler)
+    LOGGER.propagate = False
     LOGGER.setLevel(level)
     logging.getLogger("bidsschematools").setLevel(logging.WARNING)
     nipype_level = "INFO" if verbosity > 0 else "WARNING"
@@ -119,6 +131,8 @@ def run_participant(config: Config) -> None:
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
     config.work_dir.mkdir(parents=True, exist_ok=True)
+    # MultiProc workers fork from a forkserver that has imported the interfaces once
+    multiprocessing.set_forkserver_preload(list(WORKER_PRELOAD))
     try:
         workflow = init_noddi_bids_wf(config, runs, models)
         workflow.config["execution"].update(
@@ -127,6 +141,8 @@ def run_participant(config: Config) -> None:
                 "crashfile_format": "txt",
                 # estimate records name map files that no connection carries: keep them
                 "remove_unnecessary_outputs": False,
+                # MultiProc polls its workers; the default 2 s per hop dominates short graphs
+                "poll_sleep_duration": 0.05,
             }
         )
         nipype_config.set("execution", "crashfile_format", "txt")

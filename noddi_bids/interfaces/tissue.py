@@ -90,7 +90,7 @@ class SegmentationTissue(SimpleInterface):
         masks = synthseg.threshold_probabilities(resampled, brain)
         record = {
             "Method": "SynthSeg",
-            "Sources": [os.path.abspath(path) for path in source],
+            "SegmentationFiles": [os.path.abspath(path) for path in source],
             "Thresholds": synthseg.THRESHOLDS,
             "FreeSurferLabels": {t: list(v) for t, v in synthseg.TISSUE_LABELS.items()},
         }

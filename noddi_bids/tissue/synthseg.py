@@ -14,7 +14,6 @@ from collections.abc import Mapping
 
 import nibabel as nib
 import numpy as np
-from nilearn.image import resample_to_img, smooth_img
 
 #: FreeSurfer labels of each tissue class.
 TISSUE_LABELS: dict[str, tuple[int, ...]] = {
@@ -90,6 +89,8 @@ def resample_probability(
     -------
     ndarray, shape of ``reference`` (3-D), values clipped to [0, 1]
     """
+    from nilearn.image import resample_to_img, smooth_img  # slow import, needed here only
+
     image = nib.Nifti1Image(np.asarray(probability, dtype=np.float32), affine)
     source_size = np.sqrt(np.sum(affine[:3, :3] ** 2, axis=0))
     target_size = np.sqrt(np.sum(reference.affine[:3, :3] ** 2, axis=0))

@@ -100,14 +100,14 @@ def init_dwi_noddi_wf(
     )
     tissue_wf = init_tissue_wf(run.synthseg, run_synthseg, omp_nthreads)
     tissue_wf.inputs.inputnode.b0_threshold = b0_threshold
-    stats = pe.Node(TissueStats(), name="stats")
-    estimates = pe.Node(niu.Merge(2), name="estimates")
-    maps = pe.Node(niu.Merge(2), name="maps")
+    stats = pe.Node(TissueStats(), name="stats", run_without_submitting=True)
+    estimates = pe.Node(niu.Merge(2), name="estimates", run_without_submitting=True)
+    maps = pe.Node(niu.Merge(2), name="maps", run_without_submitting=True)
     sink = {"output_dir": str(output_dir), "entities": dict(run.entities), "sources": sources}
     ds_reference = pe.Node(WriteReference(**sink), name="ds_reference", run_without_submitting=True)
     ds_nn = pe.Node(WriteEstimate(**sink), name="ds_nn", run_without_submitting=True)
     ds_tissue = pe.Node(WriteTissue(**sink), name="ds_tissue", run_without_submitting=True)
-    written = pe.Node(niu.Merge(4, ravel_inputs=True), name="written")
+    written = pe.Node(niu.Merge(4, ravel_inputs=True), name="written", run_without_submitting=True)
     workflow.connect([
         (inputnode, reference, [("dwi_file", "dwi_file"), *scheme]),
         (inputnode, nn, scheme),

@@ -1,0 +1,172 @@
+"""End-to-end participant runs through the real command line (``noddi_bids.cli.run.main``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_bids_dataset
+
+from noddi_bids import __version__
+from noddi_bids.cli.run import main
+from noddi_bids.tissue.stats import PARAMETERS, TISSUE_PARAMETERS
+
+PARAMS = {"odi": "od", "ndi": "icvf", "fwf": "isovf"}
+
+
+def run(*args: object) -> int:
+    return main([str(a) for a in args])
+
+
+def load(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+def check_table_against_maps(folder: Path, prefix: str, estimators: list[str]) -> pd.DataFrame:
+    """The tissue table must equal a direct computation from the written maps and masks."""
+    table = pd.read_csv(folder / f"{prefix}_desc-tissue_stats.tsv", sep="\t", na_values="n/a")
+    assert list(table["tissue"].unique()) == ["WM", "GM", "CSF"]
+    assert sorted(table["estimator"].unique()) == sorted(estimators)
+    for row in table.itertuples():
+        mask = load(folder / f"{prefix}_label-{row.tissue}_mask.nii.gz") > 0
+        stem = f"{prefix}_model-noddi_param-{{}}_desc-{row.estimator}_dwimap.nii.gz"
+        values = {p: load(folder / stem.format(PARAMS[p]))[mask] for p in PARAMETERS}
+        finite = np.all([np.isfinite(v) for v in values.values()], axis=0)
+        assert row.n_voxels == finite.sum()
+        for parameter in PARAMETERS:
+            mean, sd = getattr(row, f"{parameter}_mean"), getattr(row, f"{parameter}_sd")
+            if parameter in TISSUE_PARAMETERS[row.tissue] and row.n_voxels:
+                expected = values[parameter][finite].astype(np.float64)
+                np.testing.assert_allclose(mean, expected.mean(), rtol=1e-6)
+                np.testing.assert_allclose(sd, expected.std(), rtol=1e-5, atol=1e-9)
+            else:
+                assert np.isnan(mean) and np.isnan(sd)
+    return table
+
+
+def test_nn_only_builtin_tissues(tmp_path, model_cache):
+    phantom = make_bids_dataset(tmp_path / "bids", nan_voxels=2)
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert run(phantom.root, out, "participant", "-w", work, "--nprocs", "1") == 0
+    folder = out / "sub-01" / "dwi"
+    names = sorted(p.name for p in folder.iterdir())
+    expected = sorted(
+        [f"sub-01_model-noddi_param-{p}_desc-nnmle_dwimap.{e}"
+         for p in PARAMS.values() for e in ("nii.gz", "json")]
+        + [f"sub-01_label-{t}_mask.{e}" for t in ("WM", "GM", "CSF") for e in ("nii.gz", "json")]
+        + ["sub-01_desc-brain_mask.nii.gz", "sub-01_desc-brain_mask.json",
+           "sub-01_desc-meanb0_dwiref.nii.gz", "sub-01_desc-meanb0_dwiref.json",
+           "sub-01_desc-tissue_stats.tsv", "sub-01_desc-tissue_stats.json"]
+    )  # fmt: skip
+    assert names == expected
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0] == {
+        "Name": "noddi-bids",
+        "Version": __version__,
+        "CodeURL": "https://github.com/noddi-bids/noddi-bids",
+    }
+    assert (out / ".bidsignore").is_file()
+    sidecar = json.loads(
+        (folder / "sub-01_model-noddi_param-od_desc-nnmle_dwimap.json").read_text()
+    )
+    assert sidecar["Estimator"] == "nnmle"
+    assert sidecar["ModelFile"] == model_cache.name
+    assert sidecar["ModelSHA256"] == hashlib.sha256(model_cache.read_bytes()).hexdigest()
+    assert sidecar["Scheme"]["Shells"] == [700.0, 2000.0]
+    assert sidecar["Dpar"] == pytest.approx(1.7e-3) and sidecar["Diso"] == pytest.approx(3e-3)
+    assert sidecar["DiffusivityUnits"] == "mm^2/s"
+    assert sidecar["ExcludedVoxels"] == {"NonFinite": 2, "NonPositiveB0": 0}
+    assert sidecar["Sources"][0] == "bids:raw:sub-01/dwi/sub-01_dwi.nii.gz"
+    mask = load(folder / "sub-01_desc-brain_mask.nii.gz") > 0
+    data = load(phantom.dwi[0])
+    assert not mask[~np.all(np.isfinite(data), axis=-1)].any()
+    assert mask.sum() > 100
+    odi = load(folder / "sub-01_model-noddi_param-od_desc-nnmle_dwimap.nii.gz")
+    assert np.all((odi[mask] >= 0) & (odi[mask] <= 1)) and np.all(odi[~mask] == 0)
+    tissue_sidecar = json.loads((folder / "sub-01_label-WM_mask.json").read_text())
+    assert tissue_sidecar["Method"].startswith("built-in DTI classification")
+    table = check_table_against_maps(folder, "sub-01", ["nnmle"])
+    assert (table["n_voxels"] > 0).all()
+
+
+def test_nn_mle_synthseg_on_other_grid_and_resume(tmp_path, model_cache):
+    phantom = make_bids_dataset(tmp_path / "bids", synthseg="labels", synthseg_grid="fine")
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = [phantom.root, out, "participant", "-w", work, "--nprocs", "2", "--mle",
+            "--synthseg-dir", phantom.synthseg_dir]  # fmt: skip
+    assert run(*args) == 0
+    folder = out / "sub-01" / "dwi"
+    direction = load(folder / "sub-01_model-noddi_param-direction_desc-mle_dwimap.nii.gz")
+    mask = load(folder / "sub-01_desc-brain_mask.nii.gz") > 0
+    assert direction.shape == (*phantom.tissue.shape, 3)
+    np.testing.assert_allclose(np.linalg.norm(direction[mask], axis=-1), 1.0, atol=1e-5)
+    mle = json.loads((folder / "sub-01_model-noddi_param-icvf_desc-mle_dwimap.json").read_text())
+    assert mle["Estimator"] == "mle" and "ModelFile" not in mle
+    tissue = json.loads((folder / "sub-01_label-GM_mask.json").read_text())
+    assert tissue["Method"] == "SynthSeg" and tissue["Thresholds"]["GM"] == 0.8
+    table = check_table_against_maps(folder, "sub-01", ["nnmle", "mle"])
+    assert {"WM", "GM"} <= set(table[table["n_voxels"] > 0]["tissue"])
+    # the fit recovers the phantom's white matter (fibres along x, ODI 0.2, NDI 0.7)
+    wm = table[(table["tissue"] == "WM") & (table["estimator"] == "mle")].iloc[0]
+    assert wm["odi_mean"] == pytest.approx(0.2, abs=0.05)
+    assert wm["ndi_mean"] == pytest.approx(0.7, abs=0.05)
+    # a re-run resumes from the work folder: estimator nodes are not recomputed
+    record = next(work.rglob("mle/estimate.json"))
+    before = record.stat().st_mtime_ns
+    assert run(*args) == 0
+    assert record.stat().st_mtime_ns == before
+    check_table_against_maps(folder, "sub-01", ["nnmle", "mle"])
+
+
+def test_sessions_runs_and_posteriors(tmp_path, model_cache):
+    phantom = make_bids_dataset(
+        tmp_path / "bids",
+        sessions=("a",),
+        runs=({"acq": "x", "run": "1"}, {"acq": "x", "run": "2"}),
+        synthseg="posteriors",
+    )
+    out = tmp_path / "out"
+    assert run(phantom.root, out, "participant", "-w", tmp_path / "w", "--nprocs", "2",
+               "--synthseg-dir", phantom.synthseg_dir) == 0  # fmt: skip
+    folder = out / "sub-01" / "ses-a" / "dwi"
+    for index in ("1", "2"):
+        prefix = f"sub-01_ses-a_acq-x_run-{index}"
+        check_table_against_maps(folder, prefix, ["nnmle"])
+
+
+def test_run_synthseg_calls_mri_synthseg(tmp_path, model_cache, monkeypatch):
+    """``--run-synthseg`` runs ``mri_synthseg`` (here a stand-in script with its interface)."""
+    phantom = make_bids_dataset(tmp_path / "bids")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "mri_synthseg"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, numpy as np, nibabel as nib\n"
+        "from noddi_bids.tissue.synthseg import SYNTHSEG_POSTERIOR_LABELS as L\n"
+        "a = sys.argv; get = lambda k: a[a.index(k) + 1]\n"
+        "img = nib.load(get('--i')); b0 = np.asarray(img.dataobj)\n"
+        "lab = np.where(b0 > 1400, 24, np.where(b0 > 900, 3, np.where(b0 > 300, 2, 0)))\n"
+        "nib.save(nib.Nifti1Image(lab.astype(np.int16), img.affine), get('--o'))\n"
+        "post = np.stack([(lab == v).astype(np.float32) for v in L], -1)\n"
+        "nib.save(nib.Nifti1Image(post, img.affine), get('--post'))\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    assert run(phantom.root, out, "participant", "-w", tmp_path / "w", "--nprocs", "1",
+               "--run-synthseg") == 0  # fmt: skip
+    folder = out / "sub-01" / "dwi"
+    tissue = json.loads((folder / "sub-01_label-WM_mask.json").read_text())
+    assert tissue["SegmentationFiles"][0].endswith("synthseg_posteriors.nii.gz")
+    check_table_against_maps(folder, "sub-01", ["nnmle"])
