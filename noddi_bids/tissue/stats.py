@@ -102,7 +102,7 @@ def group_tables(
     long : pandas.DataFrame
         All runs in long format (:func:`long_table`).
     summary : pandas.DataFrame
-        Per tissue, estimator and parameter: ``n_participants`` (runs with a value) and the
+        Per tissue, estimator and parameter: ``n`` (runs with a value) and the
         ``mean`` and sample ``sd`` (ddof 1; n/a for one participant) of the per-run means.
         Runs lacking an estimator or a tissue simply do not contribute to those rows.
     """
@@ -112,7 +112,7 @@ def group_tables(
     long = long[[*entity_columns, *_LONG_VALUES]].fillna({c: "n/a" for c in entity_columns})
     order = {"tissue": list(TISSUES), "parameter": list(PARAMETERS)}
     grouped = long.groupby(["tissue", "estimator", "parameter"], sort=False)["mean"]
-    summary = grouped.agg(n_participants="count", mean="mean", sd="std").reset_index()
+    summary = grouped.agg(n="count", mean="mean", sd="std").reset_index()
     for column, values in order.items():
         summary[column] = pd.Categorical(summary[column], categories=values, ordered=True)
     summary = summary.sort_values(["tissue", "estimator", "parameter"]).reset_index(drop=True)
