@@ -128,6 +128,22 @@ def test_nn_mle_synthseg_on_other_grid_and_resume(tmp_path, model_cache):
     check_table_against_maps(folder, "sub-01", ["nnmle", "mle"])
 
 
+def test_supplied_brain_mask(tmp_path, model_cache):
+    phantom = make_bids_dataset(tmp_path / "bids")
+    masks = tmp_path / "masks" / "sub-01"
+    masks.mkdir(parents=True)
+    supplied = (phantom.tissue == 1).astype(np.uint8)
+    nib.save(nib.Nifti1Image(supplied, phantom.affine), masks / "sub-01_desc-brain_mask.nii.gz")
+    out = tmp_path / "out"
+    assert run(phantom.root, out, "participant", "-w", tmp_path / "w", "--nprocs", "1",
+               "--mask-dir", tmp_path / "masks") == 0  # fmt: skip
+    folder = out / "sub-01" / "dwi"
+    np.testing.assert_array_equal(load(folder / "sub-01_desc-brain_mask.nii.gz"), supplied)
+    sidecar = json.loads((folder / "sub-01_desc-brain_mask.json").read_text())
+    assert sidecar["BrainMask"] == "user-supplied"
+    assert sidecar["MaskVoxels"] == supplied.sum()
+
+
 def test_sessions_runs_and_posteriors(tmp_path, model_cache):
     phantom = make_bids_dataset(
         tmp_path / "bids",
