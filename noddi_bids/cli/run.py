@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import shutil
 import sys
 import time
@@ -18,6 +19,7 @@ import pandas as pd
 
 from noddi_bids import __version__
 from noddi_bids.cli.parser import build_parser
+from noddi_bids.cli.worker import LEVEL_ENV
 from noddi_bids.config import (
     AppError,
     Config,
@@ -34,6 +36,7 @@ from noddi_bids.tissue.stats import group_tables
 LOGGER = logging.getLogger("noddi_bids")
 #: Modules imported once by the forkserver of MultiProc workers instead of by every worker.
 WORKER_PRELOAD = (
+    "noddi_bids.cli.worker",
     "nipype.pipeline.engine",
     "noddi_bids.interfaces.derivatives",
     "noddi_bids.interfaces.dwi",
@@ -94,6 +97,7 @@ def _setup_logging(verbosity: int) -> None:
     LOGGER.setLevel(level)
     logging.getLogger("bidsschematools").setLevel(logging.WARNING)
     nipype_level = "INFO" if verbosity > 0 else "WARNING"
+    os.environ[LEVEL_ENV] = nipype_level
     nipype_config.set("logging", "workflow_level", nipype_level)
     nipype_config.set("logging", "interface_level", nipype_level)
     nipype_logging.update_logging(nipype_config)
