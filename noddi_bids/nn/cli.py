@@ -11,7 +11,7 @@ from pathlib import Path
 
 from noddi_bids import __version__
 from noddi_bids.model.noddi import D_ISO, D_PAR
-from noddi_bids.model.scheme import B0_THRESHOLD, read_scheme, reference_scheme
+from noddi_bids.model.scheme import B0_THRESHOLD, Scheme, read_scheme, reference_scheme
 from noddi_bids.nn.synth import DEFAULT_SAMPLES, DEFAULT_SNR, LABEL_TYPES, ParameterLimits
 
 LOGGER = logging.getLogger("noddi_bids")
@@ -101,8 +101,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
-    from noddi_bids.nn.train import TrainingSettings, train_model
-
     if (args.bval is None) != (args.bvec is None):
         raise ValueError("give both --bval and --bvec, or neither (reference scheme)")
     scheme = (
@@ -110,6 +108,11 @@ def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
         if args.bval is None
         else read_scheme(args.bval, args.bvec, b0_threshold=args.b0_threshold)
     )
+    if args.labels_only:
+        _label_only(args, scheme)
+        return
+    from noddi_bids.nn.train import TrainingSettings, train_model
+
     settings = TrainingSettings(
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
@@ -120,9 +123,6 @@ def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
         device=args.device,
         n_threads=args.threads,
     )
-    if args.labels_only:
-        _label_only(args, scheme)
-        return
     if args.out is None:
         raise ValueError("--out is required (the .onnx file to write)")
     words = ["noddi-bids-train", *(sys.argv[1:] if argv is None else argv)]
@@ -234,7 +234,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         scatter_versus(result.estimates, "MLE", figures / f"{args.prefix}scatter.png")
 
 
-def _label_only(args: argparse.Namespace, scheme) -> None:
+def _label_only(args: argparse.Namespace, scheme: Scheme) -> None:
     from noddi_bids.nn.synth import make_training_set
 
     if args.save_mle_labels is None or args.labels == "gt":

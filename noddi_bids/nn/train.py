@@ -124,7 +124,9 @@ class TrainingResult:
     device: str = "cpu"
 
 
-def build_network(n_inputs: int, hidden: tuple[int, ...] = (120, 120, 120), elu_alpha=0.05):
+def build_network(
+    n_inputs: int, hidden: tuple[int, ...] = (120, 120, 120), elu_alpha: float = 0.05
+) -> nn.Sequential:
     """Fully connected NODDI network.
 
     Parameters
