@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import warnings
+from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -364,6 +365,30 @@ def test_nipype_interface(tmp_path, monkeypatch):
         out_dir=str(tmp_path / "plain"),
     ).run()
     assert default.outputs.study_uid == make_study_uid("01")
+
+
+def test_run_export_writes_every_map_of_a_run(tmp_path, monkeypatch):
+    from noddi_bids.interfaces.dicom import FIRST_SERIES_NUMBER, DicomRunExport
+
+    monkeypatch.chdir(tmp_path)
+    map_files = [
+        {
+            param: str(save_map(tmp_path, AFFINES["oblique"], seed=i,
+                                name=f"sub-01_model-noddi_param-{param}_desc-{desc}_dwimap.nii.gz"))
+            for i, param in enumerate(("od", "icvf", "isovf", "direction"))
+        }
+        for desc in ("nnmle", "mle")
+    ]  # fmt: skip
+    out = DicomRunExport(map_files=map_files, subject="01", out_dir=str(tmp_path / "dicom"))
+    result = out.run().outputs
+    names = [Path(d).name for d in result.out_dirs]
+    assert names == ["od_nnmle", "icvf_nnmle", "isovf_nnmle", "od_mle", "icvf_mle", "isovf_mle"]
+    first = [read_all_strict(sorted(Path(d).glob("*.dcm")))[0] for d in result.out_dirs]
+    assert [int(ds.SeriesNumber) for ds in first] == list(
+        range(FIRST_SERIES_NUMBER, FIRST_SERIES_NUMBER + 6)
+    )
+    assert {ds.StudyInstanceUID for ds in first} == {result.study_uid}
+    assert len({ds.SeriesInstanceUID for ds in first}) == 6
 
 
 @pytest.mark.skipif(

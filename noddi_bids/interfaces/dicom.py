@@ -1,7 +1,8 @@
-"""Nipype interface writing one NODDI map as a DICOM series (see :mod:`noddi_bids.io.dicom`)."""
+"""Nipype interfaces writing NODDI maps as DICOM series (see :mod:`noddi_bids.io.dicom`)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -22,11 +23,7 @@ from noddi_bids.io.dicom import (
 )
 
 
-class _DicomMapSeriesInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="3-D NODDI map (NIfTI, values in [0, 1])")
-    parameter = traits.Enum("od", "icvf", "isovf", mandatory=True, desc="BIDS param- label")
-    estimator = traits.Enum("nnmle", "nngt", "mle", mandatory=True, desc="BIDS desc- label")
-    series_number = traits.Range(low=1, mandatory=True, desc="DICOM SeriesNumber")
+class _DicomPatientInputSpec(BaseInterfaceInputSpec):
     subject = traits.Str(mandatory=True, desc="participant label (PatientID sub-<label>)")
     session = traits.Str(desc="session label (one DICOM study per session)")
     dataset = traits.Str(
@@ -38,6 +35,13 @@ class _DicomMapSeriesInputSpec(BaseInterfaceInputSpec):
     )
     bids_sidecar = File(exists=True, desc="JSON sidecar of the source DWI (patient/study data)")
     participants_tsv = File(exists=True, desc="participants.tsv (sex, age, weight)")
+
+
+class _DicomMapSeriesInputSpec(_DicomPatientInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="3-D NODDI map (NIfTI, values in [0, 1])")
+    parameter = traits.Enum("od", "icvf", "isovf", mandatory=True, desc="BIDS param- label")
+    estimator = traits.Enum("nnmle", "nngt", "mle", mandatory=True, desc="BIDS desc- label")
+    series_number = traits.Range(low=1, mandatory=True, desc="DICOM SeriesNumber")
     out_dir = traits.Str(desc="series folder to write; default <cwd>/<parameter>_<estimator>")
 
 
@@ -65,19 +69,7 @@ class DicomMapSeries(SimpleInterface):
 
     def _run_interface(self, runtime):
         inputs = self.inputs
-        session = inputs.session if isdefined(inputs.session) else None
-        patient = patient_attributes_from_bids(
-            inputs.bids_sidecar if isdefined(inputs.bids_sidecar) else None,
-            inputs.participants_tsv if isdefined(inputs.participants_tsv) else None,
-            subject=inputs.subject,
-            session=session,
-        )
-        study_uid = (
-            inputs.study_uid
-            if isdefined(inputs.study_uid)
-            else patient.get("StudyInstanceUID")
-            or make_study_uid(inputs.subject, session, dataset=inputs.dataset)
-        )
+        patient, study_uid = _patient_and_study(inputs)
         out_dir = (
             Path(inputs.out_dir)
             if isdefined(inputs.out_dir)
@@ -94,5 +86,77 @@ class DicomMapSeries(SimpleInterface):
         )
         self._results["out_dir"] = str(out_dir)
         self._results["out_files"] = [str(f) for f in files]
+        self._results["study_uid"] = study_uid
+        return runtime
+
+
+def _patient_and_study(inputs) -> tuple[dict, str]:
+    """Patient attributes from the BIDS files and the StudyInstanceUID to write."""
+    session = inputs.session if isdefined(inputs.session) else None
+    patient = patient_attributes_from_bids(
+        inputs.bids_sidecar if isdefined(inputs.bids_sidecar) else None,
+        inputs.participants_tsv if isdefined(inputs.participants_tsv) else None,
+        subject=inputs.subject,
+        session=session,
+    )
+    study_uid = (
+        inputs.study_uid
+        if isdefined(inputs.study_uid)
+        else patient.get("StudyInstanceUID")
+        or make_study_uid(inputs.subject, session, dataset=inputs.dataset)
+    )
+    return patient, study_uid
+
+
+#: First SeriesNumber of a run's maps (ODI, NDI, FWF per estimator, in that order).
+FIRST_SERIES_NUMBER = 1001
+_DESC = re.compile(r"_desc-([a-zA-Z0-9]+)_")
+
+
+class _DicomRunExportInputSpec(_DicomPatientInputSpec):
+    map_files = traits.List(
+        traits.Dict(traits.Str, File(exists=True)),
+        mandatory=True,
+        desc="per estimator, {param label: map file} (as written by WriteEstimate)",
+    )
+    out_dir = traits.Str(mandatory=True, desc="folder receiving one sub-folder per series")
+
+
+class _DicomRunExportOutputSpec(TraitedSpec):
+    out_dirs = traits.List(Directory(exists=True), desc="one folder per series")
+    study_uid = traits.Str(desc="StudyInstanceUID written")
+
+
+class DicomRunExport(SimpleInterface):
+    """Write every ODI/NDI/FWF map of a run as its own DICOM series (one study per session).
+
+    Series folders are ``<out_dir>/<param>_<desc>`` (e.g. ``od_nnmle``), numbered from
+    ``FIRST_SERIES_NUMBER`` in estimator order (networks first, then the fit) and ODI, NDI, FWF.
+    The fibre-direction map is not exported (a vector image, not a scalar map).
+    """
+
+    input_spec = _DicomRunExportInputSpec
+    output_spec = _DicomRunExportOutputSpec
+
+    def _run_interface(self, runtime):
+        inputs = self.inputs
+        patient, study_uid = _patient_and_study(inputs)
+        out_dirs = []
+        for maps in inputs.map_files:
+            for parameter in ("od", "icvf", "isovf"):
+                path = maps[parameter]
+                estimator = _DESC.search(Path(path).name).group(1)
+                out_dir = Path(inputs.out_dir) / f"{parameter}_{estimator}"
+                write_parametric_map_series(
+                    path,
+                    out_dir,
+                    parameter=parameter,
+                    estimator=estimator,
+                    series_number=FIRST_SERIES_NUMBER + len(out_dirs),
+                    study_uid=study_uid,
+                    patient=patient,
+                )
+                out_dirs.append(str(out_dir))
+        self._results["out_dirs"] = out_dirs
         self._results["study_uid"] = study_uid
         return runtime
