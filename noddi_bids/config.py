@@ -93,6 +93,8 @@ class Config:
         ``auto``, ``nn-mle``, ``nn-gt`` or an absolute path to an ONNX file.
     mle : bool
         Also run the conventional maximum-likelihood fit.
+    dicom : bool
+        Also write the maps as DICOM series.
     synthseg_dir, mask_dir : Path or None
         Folders holding SynthSeg outputs / brain masks.
     run_synthseg : bool
@@ -103,8 +105,9 @@ class Config:
         Skip the BIDS validator.
     d_par : float
         Intra-neurite parallel diffusivity, mm^2/s.
-    plugin : str
-        Nipype execution plugin name; ``plugin_args`` its arguments.
+    plugin : str or None
+        Nipype plugin from ``--use-plugin`` (``plugin_args`` its arguments); None: see
+        :meth:`execution_plugin`.
     verbosity : int
         0 normal, > 0 more (tracebacks on errors), < 0 quieter.
     """
@@ -121,13 +124,14 @@ class Config:
     mem_gb: float | None = None
     model: str = "auto"
     mle: bool = False
+    dicom: bool = False
     synthseg_dir: Path | None = None
     mask_dir: Path | None = None
     run_synthseg: bool = False
     b0_threshold: float = B0_THRESHOLD
     skip_bids_validation: bool = False
     d_par: float = D_PAR
-    plugin: str = DEFAULT_PLUGIN
+    plugin: str | None = None
     plugin_args: dict[str, Any] = field(default_factory=dict)
     verbosity: int = 0
 
@@ -174,7 +178,7 @@ class Config:
             raise UsageError("--b0-threshold must be >= 0 (s/mm^2).")
         if args.run_synthseg and args.synthseg_dir is not None:
             raise UsageError("use either --synthseg-dir or --run-synthseg, not both.")
-        plugin, plugin_args = _plugin_settings(args.use_plugin, nprocs, args.mem_gb)
+        plugin, plugin_args = _plugin_settings(args.use_plugin)
         work_dir = Path(args.work_dir or Path.cwd() / "work").expanduser().absolute()
         return cls(
             bids_dir=bids_dir,
@@ -189,6 +193,7 @@ class Config:
             mem_gb=args.mem_gb,
             model=_model_spec(args.model),
             mle=bool(args.mle),
+            dicom=bool(args.dicom),
             synthseg_dir=_existing_dir(args.synthseg_dir, "--synthseg-dir"),
             mask_dir=_existing_dir(args.mask_dir, "--mask-dir"),
             run_synthseg=bool(args.run_synthseg),
@@ -199,6 +204,28 @@ class Config:
             plugin_args=plugin_args,
             verbosity=int(args.verbose) - int(args.quiet),
         )
+
+    def execution_plugin(self, n_runs: int) -> tuple[str, dict[str, Any]]:
+        """Nipype plugin and arguments for a participant run of ``n_runs`` dwi runs.
+
+        The ``--use-plugin`` choice when given. Otherwise MultiProc with ``nprocs`` processes
+        when there are several runs to process in parallel, and Linear for a single run or
+        ``--nprocs 1``: the heavy nodes of one run already use ``omp_nthreads`` threads, and
+        Linear saves the start of worker processes (seconds per run).
+        """
+        if self.plugin is not None:
+            return self.plugin, dict(self.plugin_args)
+        if self.nprocs == 1 or n_runs == 1:
+            return "Linear", {}
+        # forkserver: forking a parent whose numba/torch thread pools already ran can deadlock
+        args: dict[str, Any] = {
+            "n_procs": self.nprocs,
+            "raise_insufficient": False,
+            "mp_context": "forkserver",
+        }
+        if self.mem_gb is not None:
+            args["memory_gb"] = self.mem_gb
+        return DEFAULT_PLUGIN, args
 
 
 def check_writable_folder(path: Path) -> None:
@@ -278,22 +305,10 @@ def _read_filters(value: str | None) -> dict[str, dict[str, Any]]:
     return filters
 
 
-def _plugin_settings(
-    value: str | None, nprocs: int, mem_gb: float | None
-) -> tuple[str, dict[str, Any]]:
-    """Nipype plugin and arguments: from ``--use-plugin`` YAML, else MultiProc/Linear."""
+def _plugin_settings(value: str | None) -> tuple[str | None, dict[str, Any]]:
+    """Nipype plugin and arguments from ``--use-plugin`` YAML; ``(None, {})`` to decide later."""
     if value is None:
-        if nprocs == 1:
-            return "Linear", {}
-        # forkserver: forking a parent whose numba/torch thread pools already ran can deadlock
-        args: dict[str, Any] = {
-            "n_procs": nprocs,
-            "raise_insufficient": False,
-            "mp_context": "forkserver",
-        }
-        if mem_gb is not None:
-            args["memory_gb"] = mem_gb
-        return DEFAULT_PLUGIN, args
+        return None, {}
     path = Path(value)
     if not path.is_file():
         raise MissingInputError(f"{path}: --use-plugin file does not exist.")

@@ -77,6 +77,14 @@ def unreadable_synthseg(tmp_path):
     return phantom.root, ["--synthseg-dir", phantom.synthseg_dir]
 
 
+def posteriors_with_wrong_frames(tmp_path):
+    phantom = make_bids_dataset(tmp_path / "bids", shape=(8, 8, 4), synthseg="posteriors")
+    (path,) = phantom.synthseg_dir.rglob("*posteriors.nii.gz")
+    image = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[..., :5], image.affine), path)
+    return phantom.root, ["--synthseg-dir", phantom.synthseg_dir]
+
+
 def missing_synthseg(tmp_path):
     (tmp_path / "seg").mkdir()
     return _dataset(tmp_path), ["--synthseg-dir", tmp_path / "seg"]
@@ -121,6 +129,7 @@ CASES = [
     (single_shell, 1, "at least two non-zero b-shells"),
     (truncated_nifti, 1, "unreadable or truncated NIfTI"),
     (unreadable_synthseg, 1, "unreadable or truncated NIfTI"),
+    (posteriors_with_wrong_frames, 1, "must be 4-D with 33 frames"),
     (missing_synthseg, 66, "no SynthSeg output"),
     (model_for_another_scheme, 1, "does not match the scheme of network"),
     (corrupt_model, 1, "not a readable ONNX model"),

@@ -186,3 +186,23 @@ def test_run_synthseg_calls_mri_synthseg(tmp_path, model_cache, monkeypatch):
     tissue = json.loads((folder / "sub-01_label-WM_mask.json").read_text())
     assert tissue["SegmentationFiles"][0].endswith("synthseg_posteriors.nii.gz")
     check_table_against_maps(folder, "sub-01", ["nnmle"])
+
+
+def test_node_crash_is_reported(tmp_path, model_cache, monkeypatch, capsys):
+    """A failing node: exit 1 with one line, crash report in logs/, no half-written file."""
+    phantom = make_bids_dataset(tmp_path / "bids")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "mri_synthseg"
+    script.write_text("#!/bin/sh\necho 'out of memory' >&2\nexit 3\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    assert run(phantom.root, out, "participant", "-w", tmp_path / "w", "--nprocs", "1",
+               "--run-synthseg") == 1  # fmt: skip
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("noddi-bids: error: the workflow failed: 1 node(s) crashed")
+    assert len(list((out / "logs").glob("crash-*mri_synthseg*"))) == 1
+    assert (out / "dataset_description.json").is_file()
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    assert not list(out.rglob("*tissue_stats*"))

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the conventional maximum-likelihood fit for comparison",
     )
     model.add_argument(
+        "--dicom",
+        action="store_true",
+        help="also write each ODI/NDI/FWF map as a DICOM series (integers x 1000) for PACS",
+    )
+    model.add_argument(
         "--dpar",
         type=float,
         default=D_PAR,

@@ -93,7 +93,6 @@ def _setup_logging(verbosity: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     LOGGER.addHandler(handler)
-    LOGGER.propagate = False
     LOGGER.setLevel(level)
     logging.getLogger("bidsschematools").setLevel(logging.WARNING)
     nipype_level = "INFO" if verbosity > 0 else "WARNING"
@@ -135,8 +134,10 @@ def run_participant(config: Config) -> None:
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
     config.work_dir.mkdir(parents=True, exist_ok=True)
-    # MultiProc workers fork from a forkserver that has imported the interfaces once
-    multiprocessing.set_forkserver_preload(list(WORKER_PRELOAD))
+    plugin, plugin_args = config.execution_plugin(len(runs))
+    if plugin_args.get("mp_context") == "forkserver":
+        # MultiProc workers fork from a forkserver that has imported the interfaces once
+        multiprocessing.set_forkserver_preload(list(WORKER_PRELOAD))
     try:
         workflow = init_noddi_bids_wf(config, runs, models)
         workflow.config["execution"].update(
@@ -151,10 +152,14 @@ def run_participant(config: Config) -> None:
         )
         nipype_config.set("execution", "crashfile_format", "txt")
         try:
-            workflow.run(plugin=config.plugin, plugin_args=config.plugin_args)
+            LOGGER.info("Running with Nipype's %s plugin %s.", plugin, plugin_args or "")
+            workflow.run(plugin=plugin, plugin_args=plugin_args)
         except RuntimeError as err:
+            logs = config.output_dir / "logs"
+            crashed = sorted(path.name for path in logs.glob("crash-*"))
             raise AppError(
-                f"the workflow failed ({err}); crash reports are in {config.output_dir / 'logs'}."
+                f"the workflow failed: {len(crashed)} node(s) crashed, reports in {logs} "
+                f"(first: {crashed[0] if crashed else err})."
             ) from err
     finally:
         write_dataset_description(config.output_dir, config.bids_dir)

@@ -32,6 +32,7 @@ from noddi_bids.config import (
     MissingInputError,
 )
 from noddi_bids.model.scheme import Scheme, SchemeError, SchemeWarning, read_scheme
+from noddi_bids.tissue.synthseg import SYNTHSEG_POSTERIOR_LABELS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -376,9 +377,17 @@ def find_segmentation(folder: Path, entities: dict[str, str]) -> SegmentationFil
             " (expected sub-<label>..._dseg.nii.gz, ..._label-WM_probseg.nii.gz or "
             "..._synthseg.nii.gz)."
         )
-    for path in [files.labels, files.posteriors, *probseg.values()]:
-        if path is not None and read_image(path).ndim < 3:
-            raise InputError(f"{path}: SynthSeg output must be a 3-D or 4-D image.")
+    for path in [files.labels, *probseg.values()]:
+        if path is not None and read_image(path).ndim != 3:
+            raise InputError(f"{path}: SynthSeg labels and probability maps must be 3-D images.")
+    if files.posteriors is not None:
+        shape = read_image(files.posteriors).shape
+        if len(shape) != 4 or shape[3] != len(SYNTHSEG_POSTERIOR_LABELS):
+            raise InputError(
+                f"{files.posteriors}: SynthSeg posteriors must be 4-D with "
+                f"{len(SYNTHSEG_POSTERIOR_LABELS)} frames (SynthSeg 2.0, no parcellation); "
+                f"got shape {shape}."
+            )
     return files
 
 

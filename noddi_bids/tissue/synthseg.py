@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import nibabel as nib
 import numpy as np
+from nibabel.processing import resample_from_to, smooth_image
 
 #: FreeSurfer labels of each tissue class.
 TISSUE_LABELS: dict[str, tuple[int, ...]] = {
@@ -89,19 +90,14 @@ def resample_probability(
     -------
     ndarray, shape of ``reference`` (3-D), values clipped to [0, 1]
     """
-    from nilearn.image import resample_to_img, smooth_img  # slow import, needed here only
-
     image = nib.Nifti1Image(np.asarray(probability, dtype=np.float32), affine)
     source_size = np.sqrt(np.sum(affine[:3, :3] ** 2, axis=0))
     target_size = np.sqrt(np.sum(reference.affine[:3, :3] ** 2, axis=0))
     if np.any(target_size > source_size * 1.01):
-        image = smooth_img(image, fwhm=target_size)
+        image = smooth_image(image, fwhm=target_size)
     if image.shape[:3] == reference.shape[:3] and np.allclose(image.affine, reference.affine):
         return np.clip(np.asarray(image.dataobj), 0.0, 1.0)
-    target = nib.Nifti1Image(np.zeros(reference.shape[:3], np.float32), reference.affine)
-    resampled = resample_to_img(
-        image, target, interpolation="linear", force_resample=True, copy_header=True
-    )
+    resampled = resample_from_to(image, (reference.shape[:3], reference.affine), order=1, cval=0.0)
     return np.clip(np.asarray(resampled.dataobj), 0.0, 1.0)
 
 
