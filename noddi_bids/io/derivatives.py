@@ -42,7 +42,7 @@ ESTIMATOR_DESCRIPTIONS = {
 }
 #: Network training labels -> ``desc-`` label.
 NN_DESC = {"mle": "nnmle", "gt": "nngt", "hybrid": "nnhybrid"}
-BIDSIGNORE = ("*.html\n", "figures/\n", "logs/\n", "group_*.tsv\n")
+BIDSIGNORE = ("*.html\n", "figures/\n", "logs/\n", "group_*.tsv\n", "dicom/\n")
 
 
 def derivative_name(source: Mapping[str, str], suffix: str, extension: str, **entities: str) -> str:

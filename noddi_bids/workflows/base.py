@@ -77,6 +77,8 @@ def init_participant_wf(
                     b0_threshold=config.b0_threshold,
                     run_synthseg=config.run_synthseg,
                     omp_nthreads=config.omp_nthreads,
+                    dicom=config.dicom,
+                    participants_tsv=config.bids_dir / "participants.tsv",
                 )
             ]
         )

@@ -8,6 +8,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from noddi_bids.interfaces.derivatives import WriteEstimate, WriteReference, WriteTissue
+from noddi_bids.interfaces.dicom import DicomRunExport
 from noddi_bids.interfaces.dwi import DwiReference
 from noddi_bids.interfaces.noddi import MLEEstimate, NNEstimate
 from noddi_bids.interfaces.tissue import TissueStats
@@ -26,6 +27,8 @@ def init_dwi_noddi_wf(
     b0_threshold: float,
     run_synthseg: bool = False,
     omp_nthreads: int = 1,
+    dicom: bool = False,
+    participants_tsv: Path | None = None,
     name: str | None = None,
 ) -> pe.Workflow:
     """Build the workflow that turns one dwi run into NODDI derivatives.
@@ -55,6 +58,11 @@ def init_dwi_noddi_wf(
         Run ``mri_synthseg`` when the run has no SynthSeg outputs.
     omp_nthreads : int
         Threads of the estimator nodes.
+    dicom : bool
+        Also write every ODI/NDI/FWF map as a DICOM series (``dicom`` node) under
+        ``<output_dir>/sub-<label>/[ses-<label>/]dicom/<run>/``.
+    participants_tsv : Path, optional
+        The dataset's ``participants.tsv`` (patient attributes of the DICOM series).
     name : str, optional
         Workflow name (default from the run's entities).
 
@@ -152,4 +160,25 @@ def init_dwi_noddi_wf(
             (ds_mle, maps, [("map_files", "in2")]),
             (ds_mle, written, [("out_files", "in3")]),
         ])  # fmt: skip
+    if dicom:
+        workflow.connect(maps, "out", _dicom_node(run, output_dir, participants_tsv), "map_files")
     return workflow
+
+
+def _dicom_node(run: DwiRun, output_dir: Path, participants_tsv: Path | None) -> pe.Node:
+    """DICOM export of the run's maps, with patient data from its sidecar and participants.tsv."""
+    folder = Path(output_dir) / f"sub-{run.subject}"
+    if "ses" in run.entities:
+        folder = folder / f"ses-{run.entities['ses']}"
+    node = pe.Node(
+        DicomRunExport(subject=run.subject, out_dir=str(folder / "dicom" / run.name)),
+        name="dicom",
+    )
+    if "ses" in run.entities:
+        node.inputs.session = run.entities["ses"]
+    sidecar = run.dwi.with_name(run.dwi.name.split(".")[0] + ".json")
+    if sidecar.is_file():
+        node.inputs.bids_sidecar = str(sidecar)
+    if participants_tsv is not None and Path(participants_tsv).is_file():
+        node.inputs.participants_tsv = str(participants_tsv)
+    return node
