@@ -1,15 +1,17 @@
 """Wall time and peak memory of a participant run of the BIDS App on the bundled example.
 
-Usage: python benchmarks/bench_participant.py [--example DIR] [--nprocs 2] [--repeats 1]
+Usage: python benchmarks/bench_participant.py [--example DIR] [--nprocs 2] [--repeats 3]
+[--mle-repeats 1]
 
 Generates the example phantom (``python -m noddi_bids.example make``) if DIR does not hold it,
-then runs the real command line ``noddi-bids DIR OUT participant`` in a subprocess, twice per
-repeat: NN only, and with ``--mle``; each with a fresh work folder (no cached nodes) and the
-SynthSeg-style segmentation of the example. Prints, per configuration, the wall time of the
-whole command (Python start, input checks, Nipype graph, derivatives), the peak resident memory
-of the whole process tree (sum over the command and its MultiProc workers, sampled every 20 ms
-from /proc) and the largest single process (getrusage of children), and for ``--mle`` the time
-of the fit node (from its Nipype result) and its share of the wall time.
+then runs the real command line ``noddi-bids DIR OUT participant`` in a subprocess: NN only
+(``--repeats`` times) and with ``--mle`` (``--mle-repeats`` times), each with a fresh work
+folder (no cached nodes) and the SynthSeg-style segmentation of the example. Prints, per run:
+the wall time of the whole command (Python start, input checks, Nipype graph, derivatives); the
+peak resident memory of the process tree (sum over the command and any MultiProc workers,
+sampled every 20 ms from /proc) and of the largest single process (getrusage of children); the
+NN node time and, with ``--mle``, the fit node time and its share of the wall time (from the
+Nipype results); and the load average.
 """
 
 import argparse
@@ -31,7 +33,8 @@ def _args():
         "--example", default=str(Path(tempfile.gettempdir()) / "noddi-bids-example")
     )
     parser.add_argument("--nprocs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mle-repeats", type=int, default=1)
     parser.add_argument("--model", default="auto")
     return parser.parse_args()
 
@@ -100,8 +103,11 @@ def main():
     print(
         f"example: {example} | nprocs {args.nprocs} | cores {os.cpu_count()} | model {args.model}"
     )
-    for label, extra in (("NN only", []), ("NN + MLE", ["--mle"])):
-        for repeat in range(args.repeats):
+    for label, extra, repeats in (
+        ("NN only", [], args.repeats),
+        ("NN + MLE", ["--mle"], args.mle_repeats),
+    ):
+        for repeat in range(repeats):
             with tempfile.TemporaryDirectory() as scratch:
                 out, work = Path(scratch) / "out", Path(scratch) / "work"
                 command = [
@@ -119,7 +125,8 @@ def main():
                     fit = _node_seconds(work, "mle")
                     line += f" | MLE node {fit:5.1f} s ({100 * fit / wall:.0f}% of wall)"
                 nn = _node_seconds(work, "nn")
-                print(line + f" | NN node {nn:4.1f} s", flush=True)
+                load = os.getloadavg()[0]
+                print(line + f" | NN node {nn:4.1f} s | load {load:.1f}", flush=True)
 
 
 if __name__ == "__main__":
