@@ -64,11 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     verbosity = 0
     try:
-        config = Config.from_namespace(build_parser().parse_args(argv))
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        config = Config.from_namespace(build_parser().parse_args(arguments))
         verbosity = config.verbosity
         _setup_logging(verbosity)
         if config.analysis_level == "participant":
-            run_participant(config)
+            run_participant(config, command=["noddi-bids", *arguments])
         else:
             run_group(config)
     except AppError as err:
@@ -102,13 +103,15 @@ def _setup_logging(verbosity: int) -> None:
     nipype_logging.update_logging(nipype_config)
 
 
-def run_participant(config: Config) -> None:
+def run_participant(config: Config, command: Sequence[str] = ()) -> None:
     """Validate every input, then build and run the participant workflow.
 
     Parameters
     ----------
     config : Config
         Validated settings.
+    command : sequence of str
+        The command line, recorded in the participant reports.
 
     Raises
     ------
@@ -163,12 +166,35 @@ def run_participant(config: Config) -> None:
             ) from err
     finally:
         write_dataset_description(config.output_dir, config.bids_dir)
+        _write_participant_reports(config, runs, command)
     LOGGER.info(
         "Participant level done: %d run(s) in %.1f s; derivatives in %s.",
         len(runs),
         time.perf_counter() - start,
         config.output_dir,
     )
+
+
+def _write_participant_reports(
+    config: Config, runs: Sequence[DwiRun], command: Sequence[str]
+) -> None:
+    """Write each participant's HTML report (also after a failed run: what exists is shown).
+
+    A report error is logged, never raised, so it cannot hide the workflow's own outcome.
+    """
+    from noddi_bids.reports import work_dir_timings, write_participant_report
+
+    for subject in dict.fromkeys(run.subject for run in runs):
+        provenance = {
+            "command": list(command),
+            "timings": work_dir_timings(config.work_dir, subject),
+        }
+        try:
+            path = write_participant_report(config.output_dir, subject, provenance=provenance)
+        except Exception:  # noqa: BLE001 - reporting must not mask the run's result
+            LOGGER.exception("Could not write the report of sub-%s.", subject)
+        else:
+            LOGGER.info("Report: %s", path)
 
 
 def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
@@ -271,6 +297,9 @@ def run_group(config: Config) -> None:
     long, summary = group_tables(selected)
     write_tsv(long, config.output_dir / "group_tissue_stats.tsv")
     write_tsv(summary, config.output_dir / "group_summary.tsv")
+    from noddi_bids.reports import write_group_report
+
+    write_group_report(config.output_dir)
     LOGGER.info(
         "Group level: %d table(s) -> %s (noddi-bids %s).",
         len(selected),
