@@ -182,3 +182,15 @@ def test_hybrid_targets_and_cuda_request():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             train_network(data.signals, targets, weights, TrainingSettings(device="cuda"))
+
+
+def test_hybrid_loss_trains_on_both_labels():
+    data = make_training_set(reference_scheme(), 300, labels="mle", seed=2)
+    targets, weights = label_targets(data, "hybrid", hybrid_weight=0.25)
+    assert targets.shape == (300, 2, 3)
+    assert_allclose(targets[:, 0], data.truth)
+    assert_allclose(targets[:, 1], data.mle)
+    assert_allclose(weights, [0.25, 0.75])
+    settings = TrainingSettings(epochs=2, batch_size=100, device="cpu", n_threads=1)
+    result = train_network(data.signals, targets, weights, settings, progress=False)
+    assert result.epochs_run == 2 and np.isfinite(result.best_validation_loss)
