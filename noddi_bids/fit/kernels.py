@@ -304,9 +304,10 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
 
     Newton-type steps with the exact Rician gradient and curvature (see
     :func:`_likelihood_terms`) and Marquardt damping; a step is kept only if it lowers the
-    negative log-likelihood. Converged means a nearly undamped step lowered it by less than
-    ``tolerance``, or no damped step lowers it any more. Returns (nll without the model-free
-    constant, converged, iterations).
+    negative log-likelihood. Converged means the quadratic model predicts less than
+    ``tolerance`` of further decrease for an undamped step, or a nearly undamped step lowered
+    the NLL by less than ``tolerance``, or no damped step lowers it any more. Returns (nll
+    without the model-free constant, converged, iterations).
     """
     coef_buf, coef_dodi_buf, signal, jac, grad_w, trial_signal = scratch
     e1, e2 = orientation_frame(mu0)
@@ -326,6 +327,12 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
         _likelihood_terms(measured, signal, inv_var, grad_w, curv_w)
         _normal_equations(jac, grad_w, curv_w, gradient, hessian)
         _add_bound_curvature(params, raw, grad_w, hessian)
+        if _damped_step(hessian, gradient, _MIN_DAMPING, step, factor):
+            predicted = 0.0
+            for k in range(n):
+                predicted -= 0.5 * gradient[k] * step[k]
+            if predicted < tolerance:
+                return nll, True, iteration
         improved = False
         while damping < _MAX_DAMPING:
             if _damped_step(hessian, gradient, damping, step, factor):

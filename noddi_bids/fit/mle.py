@@ -103,7 +103,8 @@ class NoddiMLE:
     max_iter : int
         Levenberg-Marquardt iteration limit per voxel.
     tolerance : float
-        Stop when an iteration raises the log-likelihood by less than this.
+        Stop when the optimiser's quadratic model predicts, or an iteration achieves, a
+        log-likelihood gain below this.
     chunk_size : int
         Voxels solved together (bounds memory).
     n_threads : int, optional
@@ -120,7 +121,7 @@ class NoddiMLE:
         d_par: float = D_PAR,
         d_iso: float = D_ISO,
         max_iter: int = 200,
-        tolerance: float = 1e-8,
+        tolerance: float = 1e-7,
         chunk_size: int = 50_000,
         n_threads: int | None = None,
         n_starts: int = 3,
