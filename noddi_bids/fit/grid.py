@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from dipy.core.gradients import gradient_table
 from dipy.reconst.dti import TensorModel
+from threadpoolctl import threadpool_limits
 
 from noddi_bids.model.noddi import odi_from_kappa
 
@@ -45,7 +46,10 @@ def tensor_directions(
         Unit vectors; voxels whose tensor fit fails get [0, 0, 1].
     """
     gtab = gradient_table(bvals, bvecs=bvecs, b0_threshold=b0_threshold)
-    fit = TensorModel(gtab, fit_method="OLS").fit(data)
+    # One BLAS thread: multi-threaded BLAS sums in an order that depends on the thread count,
+    # and the fit's starting point (hence its result, within tolerance) must not.
+    with threadpool_limits(limits=1):
+        fit = TensorModel(gtab, fit_method="OLS").fit(data)
     directions = np.asarray(fit.evecs[..., 0], dtype=np.float64)
     norm = np.linalg.norm(directions, axis=-1, keepdims=True)
     bad = ~np.isfinite(norm[:, 0]) | (norm[:, 0] < 1e-12)
