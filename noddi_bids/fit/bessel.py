@@ -43,7 +43,8 @@ _RATIO = _fit(_ratio, _ratio)
 
 
 @njit(cache=True, inline="always")
-def _chebyshev(coefficients, t):
+def chebyshev_value(coefficients, t):
+    """Value of the Chebyshev series ``sum_k coefficients[k] T_k(t)`` (Clenshaw recurrence)."""
     b1 = 0.0
     b2 = 0.0
     for k in range(coefficients.shape[0] - 1, 0, -1):
@@ -54,10 +55,10 @@ def _chebyshev(coefficients, t):
 @njit(cache=True, inline="always")
 def _piecewise(z, low, mid, far):
     if z <= _BREAKS[0]:
-        return _chebyshev(low, z - 1.0)
+        return chebyshev_value(low, z - 1.0)
     if z <= _BREAKS[1]:
-        return _chebyshev(mid, (z - 5.0) / 3.0)
-    return _chebyshev(far, 16.0 / z - 1.0)
+        return chebyshev_value(mid, (z - 5.0) / 3.0)
+    return chebyshev_value(far, 16.0 / z - 1.0)
 
 
 @njit(cache=True)

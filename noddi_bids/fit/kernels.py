@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from noddi_bids.fit.bessel import bessel_ratio, log_i0
+from noddi_bids.fit.bessel import bessel_ratio, chebyshev_value, log_i0
 from noddi_bids.model.noddi import ODI_MIN
 
 N_PARAMS = 6
@@ -102,16 +102,6 @@ def _clenshaw(coefficients, y):
     return coefficients[0] + y * b1 - b2, b1 + y * d1 - d2
 
 
-@njit(cache=True, inline="always")
-def _clenshaw_value(coefficients, y):
-    """Chebyshev series value."""
-    b1 = 0.0
-    b2 = 0.0
-    for k in range(coefficients.shape[0] - 1, 0, -1):
-        b1, b2 = coefficients[k] + 2.0 * y * b1 - b2, b1
-    return coefficients[0] + y * b1 - b2
-
-
 @njit(cache=True)
 def orientation_frame(mu0):
     """Two unit vectors completing ``mu0`` to an orthonormal basis."""
@@ -134,7 +124,7 @@ def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
     for m in range(bvals.shape[0]):
         c = bvecs[m, 0] * mu[0] + bvecs[m, 1] * mu[1] + bvecs[m, 2] * mu[2]
         x = c * c
-        s_ic = _clenshaw_value(coef_buf[shell[m]], 2.0 * x - 1.0)
+        s_ic = chebyshev_value(coef_buf[shell[m]], 2.0 * x - 1.0)
         s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x))
         out[m] = s0 * ((1.0 - fwf) * (ndi * s_ic + (1.0 - ndi) * s_ec) + fwf * iso[m])
 
@@ -189,7 +179,7 @@ def signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, si
         c = g[0] * mu[0] + g[1] * mu[1] + g[2] * mu[2]
         x = c * c
         s_ic, ds_ic_dy = _clenshaw(coef_buf[shell[m]], 2.0 * x - 1.0)
-        ds_ic_dodi = _clenshaw_value(coef_dodi_buf[shell[m]], 2.0 * x - 1.0)
+        ds_ic_dodi = chebyshev_value(coef_dodi_buf[shell[m]], 2.0 * x - 1.0)
         b = bvals[m]
         s_ec = np.exp(-b * (d_perp_w + anisotropy * x))
         tissue = ndi * s_ic + (1.0 - ndi) * s_ec
@@ -384,7 +374,7 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
         cell, weights, slopes = _hermite(odi_nodes, grid_odi[i])
         e_cos2, _ = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
         for m in range(n_meas):
-            s_ic[m] = _clenshaw_value(coef_buf[shell[m]], 2.0 * x[m] - 1.0)
+            s_ic[m] = chebyshev_value(coef_buf[shell[m]], 2.0 * x[m] - 1.0)
         for ndi in grid_ndi:
             d_perp_w = d_par * (1.0 - ndi) + d_par * ndi * (1.0 - e_cos2) / 2.0
             anisotropy = d_par * ndi * (3.0 * e_cos2 - 1.0) / 2.0
