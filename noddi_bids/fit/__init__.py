@@ -25,3 +25,7 @@ def _ensure_writable_numba_cache() -> None:
 
 
 _ensure_writable_numba_cache()
+
+from noddi_bids.fit.mle import NoddiFit, NoddiMLE, estimate_sigma  # noqa: E402 (after the cache set-up)
+
+__all__ = ["NoddiFit", "NoddiMLE", "estimate_sigma"]
