@@ -76,6 +76,17 @@ def _interpolate(values, derivatives, cell, weights, slopes):
     return value, slope
 
 
+@njit(cache=True, inline="always")
+def _hindered_diffusivities(ndi, e_cos2, d_par):
+    """Watson-averaged hindered tensor: perpendicular diffusivity and (parallel - perpendicular).
+
+    Mirrors :func:`noddi_bids.model.noddi.hindered_signal` with ``d_perp = d_par (1 - ndi)`` and
+    ``e_cos2`` the Watson mean of ``(mu.n)^2``.
+    """
+    d_perp_w = d_par * (1.0 - ndi) + d_par * ndi * (1.0 - e_cos2) / 2.0
+    return d_perp_w, d_par * ndi * (3.0 * e_cos2 - 1.0) / 2.0
+
+
 @njit(cache=True)
 def stick_coefficients(odi, odi_nodes, coef, coef_dodi, out, out_dodi):
     """Chebyshev coefficients of the stick signal at ``odi`` for every b-value (and d/dODI)."""
@@ -119,8 +130,7 @@ def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
     stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
     cell, weights, slopes = _hermite(odi_nodes, odi)
     e_cos2, _ = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
-    d_perp_w = d_par * (1.0 - ndi) + d_par * ndi * (1.0 - e_cos2) / 2.0
-    anisotropy = d_par * ndi * (3.0 * e_cos2 - 1.0) / 2.0
+    d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
     for m in range(bvals.shape[0]):
         c = bvecs[m, 0] * mu[0] + bvecs[m, 1] * mu[1] + bvecs[m, 2] * mu[2]
         x = c * c
@@ -167,8 +177,7 @@ def signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, si
     stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
     cell, weights, slopes = _hermite(odi_nodes, odi)
     e_cos2, de_dodi = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
-    d_perp_w = d_par * (1.0 - ndi) + d_par * ndi * (1.0 - e_cos2) / 2.0
-    anisotropy = d_par * ndi * (3.0 * e_cos2 - 1.0) / 2.0
+    d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
     dperp_dndi = -d_par + d_par * (1.0 - e_cos2) / 2.0
     dperp_dodi = -d_par * ndi / 2.0 * de_dodi
     daniso_dndi = d_par * (3.0 * e_cos2 - 1.0) / 2.0
@@ -376,8 +385,7 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
         for m in range(n_meas):
             s_ic[m] = chebyshev_value(coef_buf[shell[m]], 2.0 * x[m] - 1.0)
         for ndi in grid_ndi:
-            d_perp_w = d_par * (1.0 - ndi) + d_par * ndi * (1.0 - e_cos2) / 2.0
-            anisotropy = d_par * ndi * (3.0 * e_cos2 - 1.0) / 2.0
+            d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
             for m in range(n_meas):
                 s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x[m]))
                 signal[m] = ndi * s_ic[m] + (1.0 - ndi) * s_ec
