@@ -4,20 +4,25 @@ numba cannot call ``scipy.special``, and a ctypes bridge would stop numba from c
 compiled kernels, so the two functions the fitter needs are rebuilt from SciPy itself:
 Chebyshev interpolants of ``log(i0e(z))`` and ``I1(z)/I0(z)`` on [0, 2] and [2, 8], and of
 ``log(sqrt(z) i0e(z))`` and the ratio in ``16/z - 1`` beyond 8, fitted once at import to SciPy's
-values (absolute error below 1e-10, checked in the tests). Fitting the logarithm directly saves a
-``log`` per measurement in the fitter's innermost loop.
+values (absolute error below 1e-10, checked in the tests) and evaluated as power series
+(:mod:`noddi_bids.fit.polynomial`; the conversion is well conditioned on these intervals).
+Fitting the logarithm directly saves a ``log`` per measurement in the fitter's innermost loop.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numpy.polynomial import Chebyshev
+from numpy.polynomial import Chebyshev, Polynomial
 from scipy import special
+
+from noddi_bids.fit.polynomial import padded, padded_terms, polynomial_value
 
 #: Chebyshev degrees on [0, 2], [2, 8] and beyond (each ~1e-11 or better).
 _DEGREES = (16, 20, 12)
 _BREAKS = (2.0, 8.0)
+#: Terms evaluated per interval (rounded up to the polynomial evaluator's multiple of 4).
+_TERMS = padded_terms(np.asarray(_DEGREES) + 1)
 
 
 def _log_i0e(z: np.ndarray) -> np.ndarray:
@@ -28,14 +33,20 @@ def _ratio(z: np.ndarray) -> np.ndarray:
     return special.i1e(z) / special.i0e(z)
 
 
-def _fit(function, far_function) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coefficients on [0, 2], [2, 8] and, in ``t = 16/z - 1``, on (8, inf)."""
+def _fit(function, far_function) -> np.ndarray:
+    """Power-series coefficients of ``function`` on the three intervals, one row each.
+
+    The variables are ``z - 1`` on [0, 2], ``(z - 5) / 3`` on [2, 8] and ``16/z - 1`` on
+    (8, inf) (``far_function`` there); the series come from Chebyshev interpolants.
+    """
     low, mid = _BREAKS
-    return (
-        Chebyshev.interpolate(function, _DEGREES[0], domain=[0.0, low]).coef,
-        Chebyshev.interpolate(function, _DEGREES[1], domain=[low, mid]).coef,
-        Chebyshev.interpolate(lambda t: far_function(16.0 / (t + 1.0)), _DEGREES[2], [-1, 1]).coef,
+    pieces = (
+        Chebyshev.interpolate(function, _DEGREES[0], domain=[0.0, low]),
+        Chebyshev.interpolate(function, _DEGREES[1], domain=[low, mid]),
+        Chebyshev.interpolate(lambda t: far_function(16.0 / (t + 1.0)), _DEGREES[2], [-1, 1]),
     )
+    rows = [Chebyshev(piece.coef).convert(kind=Polynomial).coef for piece in pieces]
+    return np.array([padded(row, _TERMS.max()) for row in rows])
 
 
 _LOG_I0E = _fit(_log_i0e, lambda z: _log_i0e(z) + 0.5 * np.log(z))
@@ -43,34 +54,71 @@ _RATIO = _fit(_ratio, _ratio)
 
 
 @njit(cache=True, inline="always")
-def chebyshev_value(coefficients, t):
-    """Value of the Chebyshev series ``sum_k coefficients[k] T_k(t)`` (Clenshaw recurrence)."""
-    b1 = 0.0
-    b2 = 0.0
-    for k in range(coefficients.shape[0] - 1, 0, -1):
-        b1, b2 = coefficients[k] + 2.0 * t * b1 - b2, b1
-    return coefficients[0] + t * b1 - b2
+def _piece(z):
+    """Which interpolant covers ``z``, and the polynomial variable there."""
+    if z <= _BREAKS[0]:
+        return 0, z - 1.0
+    if z <= _BREAKS[1]:
+        return 1, (z - 5.0) / 3.0
+    return 2, 16.0 / z - 1.0
+
+
+#: A running product of logarithm arguments is folded into its logarithm beyond this.
+_FOLD = 1e150
 
 
 @njit(cache=True, inline="always")
-def _piecewise(z, low, mid, far):
-    if z <= _BREAKS[0]:
-        return chebyshev_value(low, z - 1.0)
-    if z <= _BREAKS[1]:
-        return chebyshev_value(mid, (z - 5.0) / 3.0)
-    return chebyshev_value(far, 16.0 / z - 1.0)
+def _log_i0_split(piece, t, z):
+    value = polynomial_value(_LOG_I0E, piece, _TERMS[piece], t) + z
+    return value, (z if piece == 2 else 1.0)
+
+
+@njit(cache=True, inline="always")
+def _bessel_ratio(piece, t):
+    return polynomial_value(_RATIO, piece, _TERMS[piece], t)
 
 
 @njit(cache=True)
 def log_i0(z):
     """``log(I0(z))`` for z >= 0, without overflow."""
-    value = _piecewise(z, _LOG_I0E[0], _LOG_I0E[1], _LOG_I0E[2])
-    if z > _BREAKS[1]:
-        value -= 0.5 * np.log(z)
-    return value + z
+    value, argument = log_i0_split(z)
+    return value - 0.5 * np.log(argument)
 
 
 @njit(cache=True)
 def bessel_ratio(z):
     """``I1(z) / I0(z)`` for z >= 0."""
-    return _piecewise(z, _RATIO[0], _RATIO[1], _RATIO[2])
+    piece, t = _piece(z)
+    return _bessel_ratio(piece, t)
+
+
+@njit(cache=True, inline="always")
+def log_i0_split(z):
+    """``log(I0(z))`` as ``value - log(argument) / 2``, returned as (value, argument).
+
+    A sum of ``log(I0)`` over many ``z`` then needs one logarithm of the product of the
+    arguments (:func:`multiply_folding`) instead of one per term.
+    """
+    piece, t = _piece(z)
+    return _log_i0_split(piece, t, z)
+
+
+@njit(cache=True, inline="always")
+def log_i0_split_and_ratio(z):
+    """:func:`log_i0_split` and ``I1(z) / I0(z)`` together (one branch)."""
+    piece, t = _piece(z)
+    value, argument = _log_i0_split(piece, t, z)
+    return value, argument, _bessel_ratio(piece, t)
+
+
+@njit(cache=True, inline="always")
+def multiply_folding(product, log_sum, factor):
+    """Multiply a running product by ``factor`` (>= 1) without overflow.
+
+    The product is folded into ``log_sum`` (the sum of the logarithms already taken) before it
+    can overflow; the logarithm of the whole product is ``log_sum + log(product)``.
+    """
+    product *= factor
+    if product > _FOLD:
+        return 1.0, log_sum + np.log(product)
+    return product, log_sum

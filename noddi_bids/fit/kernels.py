@@ -22,7 +22,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from noddi_bids.fit.bessel import bessel_ratio, chebyshev_value, log_i0
+from noddi_bids.fit.bessel import log_i0_split, log_i0_split_and_ratio, multiply_folding
+from noddi_bids.fit.polynomial import polynomial_value
 from noddi_bids.model.noddi import ODI_MIN
 
 N_PARAMS = 6
@@ -33,17 +34,23 @@ _NEWTON_DAMPING = 1e-2
 _MAX_DAMPING = 1e12
 # Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
 _EDGE = 1e-3
+# Rows of the per-measurement work array: g.mu, stick and hindered attenuations, model signal.
+_COS, _STICK, _HINDERED, _MODEL = 0, 1, 2, 3
 
 
 @njit(cache=True)
 def rician_nll(measured, model, inv_var):
     """Negative Rician log-likelihood of one voxel, less the model-free ``sum log(m/sigma^2)``."""
     total = 0.0
+    product = 1.0
+    log_sum = 0.0
     for m in range(measured.shape[0]):
         x = measured[m]
         s = model[m]
-        total += (x * x + s * s) * 0.5 * inv_var - log_i0(x * s * inv_var)
-    return total
+        value, argument = log_i0_split(x * s * inv_var)
+        total += (x * x + s * s) * 0.5 * inv_var - value
+        product, log_sum = multiply_folding(product, log_sum, argument)
+    return total + 0.5 * (log_sum + np.log(product))
 
 
 @njit(cache=True, inline="always")
@@ -89,7 +96,7 @@ def _hindered_diffusivities(ndi, e_cos2, d_par):
 
 @njit(cache=True)
 def stick_coefficients(odi, odi_nodes, coef, coef_dodi, out, out_dodi):
-    """Chebyshev coefficients of the stick signal at ``odi`` for every b-value (and d/dODI)."""
+    """Power-series coefficients of the stick signal at ``odi`` for every b-value (and d/dODI)."""
     cell, weights, slopes = _hermite(odi_nodes, odi)
     for shell in range(coef.shape[0]):
         for k in range(coef.shape[2]):
@@ -101,16 +108,12 @@ def stick_coefficients(odi, odi_nodes, coef, coef_dodi, out, out_dodi):
 
 
 @njit(cache=True, inline="always")
-def _clenshaw(coefficients, y):
-    """Chebyshev series value and derivative with respect to ``y``."""
-    b1 = 0.0
-    b2 = 0.0
-    d1 = 0.0
-    d2 = 0.0
-    for k in range(coefficients.shape[0] - 1, 0, -1):
-        d1, d2 = 2.0 * b1 + 2.0 * y * d1 - d2, d1
-        b1, b2 = coefficients[k] + 2.0 * y * b1 - b2, b1
-    return coefficients[0] + y * b1 - b2, b1 + y * d1 - d2
+def _slope_coefficients(coefficients, out):
+    """Power-series coefficients of the x-derivative of each row of ``coefficients``."""
+    for shell in range(coefficients.shape[0]):
+        for k in range(coefficients.shape[1] - 1):
+            out[shell, k] = (k + 1) * coefficients[shell, k + 1]
+        out[shell, coefficients.shape[1] - 1] = 0.0
 
 
 @njit(cache=True)
@@ -123,10 +126,17 @@ def orientation_frame(mu0):
     return e1, e2
 
 
+@njit(cache=True, inline="always")
+def _unit_signal(ndi, fwf, stick, hindered, free_water):
+    """Signal relative to s0 from the three compartments' attenuations."""
+    return (1.0 - fwf) * (ndi * stick + (1.0 - ndi) * hindered) + fwf * free_water
+
+
 @njit(cache=True)
 def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
     """Signal of one voxel for all measurements (no derivatives), written to ``out``."""
-    odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi, shell, bvals, bvecs, d_par, iso = tables
+    (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
+     shell, bvals, bvecs, d_par, iso, terms) = tables  # fmt: skip
     stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
     cell, weights, slopes = _hermite(odi_nodes, odi)
     e_cos2, _ = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
@@ -134,9 +144,9 @@ def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
     for m in range(bvals.shape[0]):
         c = bvecs[m, 0] * mu[0] + bvecs[m, 1] * mu[1] + bvecs[m, 2] * mu[2]
         x = c * c
-        s_ic = chebyshev_value(coef_buf[shell[m]], 2.0 * x - 1.0)
+        s_ic = polynomial_value(coef_buf, shell[m], terms[shell[m]], x)
         s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x))
-        out[m] = s0 * ((1.0 - fwf) * (ndi * s_ic + (1.0 - ndi) * s_ec) + fwf * iso[m])
+        out[m] = s0 * _unit_signal(ndi, fwf, s_ic, s_ec, iso[m])
 
 
 @njit(cache=True)
@@ -158,106 +168,149 @@ def encode_fraction(value, low):
 
 
 @njit(cache=True)
-def signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac, raw):
-    """Signal (M,), Jacobian (M, 6) in the unconstrained parameters, and (M, 3) in ODI/NDI/FWF.
+def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gradient, hessian):
+    """Negative log-likelihood of one voxel at ``params``.
 
-    ``raw`` (derivatives with respect to the bounded fractions themselves) lets the optimiser add
-    the curvature of the ``sin^2`` reparameterisation, which dominates near a bound.
+    With ``derivatives``, also writes its gradient and the Rician Gauss-Newton curvature in the
+    unconstrained parameters. The Jacobian is taken with respect to the bounded fractions
+    (fewer multiplications per measurement), and the normal equations are then scaled by the
+    chain rule of the ``sin^2`` maps, whose curvature is added where it is positive (see
+    :func:`_to_unconstrained`). The work is split into short loops over the measurements
+    (signal, likelihood terms, Jacobian), whose iterations the processor overlaps far better
+    than those of one long loop.
     """
-    odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi, shell, bvals, bvecs, d_par, iso = tables
+    mu0, e1, e2 = frame
+    coef_buf, coef_dodi_buf, jac, work, coef_dx_buf = (
+        scratch[0], scratch[1], scratch[2], scratch[3], scratch[5]
+    )  # fmt: skip
+    (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
+     shell, bvals, bvecs, d_par, iso, terms) = tables  # fmt: skip
     odi, ndi, fwf, mu, s0 = decode(params, mu0, e1, e2)
-    v = mu0 + params[3] * e1 + params[4] * e2
-    norm = np.sqrt(v @ v)
-    dmu_da = (e1 - mu * (mu @ e1)) / norm
-    dmu_db = (e2 - mu * (mu @ e2)) / norm
-    dodi_du = (1.0 - ODI_MIN) * np.sin(2.0 * params[0])
-    dndi_du = np.sin(2.0 * params[1])
-    dfwf_du = np.sin(2.0 * params[2])
-
     stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
     cell, weights, slopes = _hermite(odi_nodes, odi)
     e_cos2, de_dodi = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
     d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
+    n_meas = bvals.shape[0]
+    for m in range(n_meas):
+        c = bvecs[m, 0] * mu[0] + bvecs[m, 1] * mu[1] + bvecs[m, 2] * mu[2]
+        x = c * c
+        k = shell[m]
+        s_ic = polynomial_value(coef_buf, k, terms[k], x)
+        s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x))
+        work[_COS, m] = c
+        work[_STICK, m] = s_ic
+        work[_HINDERED, m] = s_ec
+        work[_MODEL, m] = s0 * _unit_signal(ndi, fwf, s_ic, s_ec, iso[m])
+    if not derivatives:
+        return rician_nll(measured, work[_MODEL], inv_var)
+
+    # Likelihood: NLL and its first and (clipped) second derivatives with respect to each model
+    # value. The second is the exact Rician curvature inv_var (1 - m^2 inv_var r'(z)),
+    # r = I1/I0, clipped below at a tenth of the Gaussian one, so that the matrix stays positive
+    # definite while converging like Newton near the optimum.
+    nll = 0.0
+    product = 1.0
+    log_sum = 0.0
+    for m in range(n_meas):
+        measured_m = measured[m]
+        model = work[_MODEL, m]
+        z = measured_m * model * inv_var
+        value, argument, ratio = log_i0_split_and_ratio(z)
+        nll += (measured_m * measured_m + model * model) * 0.5 * inv_var - value
+        product, log_sum = multiply_folding(product, log_sum, argument)
+        jac[N_PARAMS, m] = (model - measured_m * ratio) * inv_var
+        ratio_slope = 0.5 if z < 1e-8 else 1.0 - ratio / z - ratio * ratio
+        jac[N_PARAMS + 1, m] = max(
+            inv_var * (1.0 - measured_m * measured_m * inv_var * ratio_slope), 0.1 * inv_var
+        )
+    nll += 0.5 * (log_sum + np.log(product))
+
+    # Jacobian with respect to (odi, ndi, fwf, a, b, s0), transposed.
+    _slope_coefficients(coef_buf, coef_dx_buf)
     dperp_dndi = -d_par + d_par * (1.0 - e_cos2) / 2.0
     dperp_dodi = -d_par * ndi / 2.0 * de_dodi
     daniso_dndi = d_par * (3.0 * e_cos2 - 1.0) / 2.0
     daniso_dodi = 1.5 * d_par * ndi * de_dodi
-
-    for m in range(bvals.shape[0]):
-        g = bvecs[m]
-        c = g[0] * mu[0] + g[1] * mu[1] + g[2] * mu[2]
-        x = c * c
-        s_ic, ds_ic_dy = _clenshaw(coef_buf[shell[m]], 2.0 * x - 1.0)
-        ds_ic_dodi = chebyshev_value(coef_dodi_buf[shell[m]], 2.0 * x - 1.0)
-        b = bvals[m]
-        s_ec = np.exp(-b * (d_perp_w + anisotropy * x))
-        tissue = ndi * s_ic + (1.0 - ndi) * s_ec
-        unit = (1.0 - fwf) * tissue + fwf * iso[m]
-        signal[m] = s0 * unit
-
-        ds_ec_dodi = -b * s_ec * (dperp_dodi + daniso_dodi * x)
-        ds_ec_dndi = -b * s_ec * (dperp_dndi + daniso_dndi * x)
-        ds_dx = s0 * (1.0 - fwf) * (ndi * 2.0 * ds_ic_dy - (1.0 - ndi) * b * anisotropy * s_ec)
-        raw[m, 0] = s0 * (1.0 - fwf) * (ndi * ds_ic_dodi + (1.0 - ndi) * ds_ec_dodi)
-        raw[m, 1] = s0 * (1.0 - fwf) * (s_ic - s_ec + (1.0 - ndi) * ds_ec_dndi)
-        raw[m, 2] = s0 * (iso[m] - tissue)
-        jac[m, 0] = raw[m, 0] * dodi_du
-        jac[m, 1] = raw[m, 1] * dndi_du
-        jac[m, 2] = raw[m, 2] * dfwf_du
-        jac[m, 3] = ds_dx * 2.0 * c * (g[0] * dmu_da[0] + g[1] * dmu_da[1] + g[2] * dmu_da[2])
-        jac[m, 4] = ds_dx * 2.0 * c * (g[0] * dmu_db[0] + g[1] * dmu_db[1] + g[2] * dmu_db[2])
-        jac[m, 5] = unit
-
-
-@njit(cache=True)
-def _likelihood_terms(measured, model, inv_var, gradient_w, curvature_w):
-    """First and (clipped) second derivatives of the NLL with respect to each model value.
-
-    The second derivative ``inv_var (1 - (m^2 inv_var) r'(z))`` with ``r = I1/I0`` is the exact
-    curvature of the Rician term; it is clipped below at a tenth of the Gaussian one, so the
-    Gauss-Newton matrix stays positive definite while converging like Newton near the optimum.
-    """
-    for m in range(measured.shape[0]):
-        x = measured[m]
-        s = model[m]
-        z = x * s * inv_var
-        r = bessel_ratio(z)
-        gradient_w[m] = (s - x * r) * inv_var
-        slope = 0.5 if z < 1e-8 else 1.0 - r / z - r * r
-        curvature_w[m] = max(inv_var * (1.0 - x * x * inv_var * slope), 0.1 * inv_var)
-
-
-@njit(cache=True)
-def _normal_equations(jac, gradient_w, curvature_w, gradient, hessian):
-    """``gradient = J^T g`` and ``hessian = J^T diag(w) J`` (written out: 6 x 6, no BLAS call)."""
-    n_meas, n = jac.shape
-    gradient[:] = 0.0
-    hessian[:] = 0.0
+    v = mu0 + params[3] * e1 + params[4] * e2
+    norm = np.sqrt(v @ v)
+    dmu_da = (e1 - mu * (mu @ e1)) / norm
+    dmu_db = (e2 - mu * (mu @ e2)) / norm
+    tissue_scale = s0 * (1.0 - fwf)
     for m in range(n_meas):
-        for i in range(n):
-            gradient[i] += jac[m, i] * gradient_w[m]
-            weighted = jac[m, i] * curvature_w[m]
-            for j in range(i + 1):
-                hessian[i, j] += weighted * jac[m, j]
-    for i in range(n):
-        for j in range(i):
-            hessian[j, i] = hessian[i, j]
+        c = work[_COS, m]
+        x = c * c
+        k = shell[m]
+        s_ic = work[_STICK, m]
+        s_ec = work[_HINDERED, m]
+        ds_ic_dx = polynomial_value(coef_dx_buf, k, terms[k], x)
+        ds_ic_dodi = polynomial_value(coef_dodi_buf, k, terms[k], x)
+        b_s_ec = bvals[m] * s_ec
+        ds_dc = 2.0 * c * tissue_scale * (ndi * ds_ic_dx - (1.0 - ndi) * anisotropy * b_s_ec)
+        tissue = ndi * s_ic + (1.0 - ndi) * s_ec
+        jac[0, m] = tissue_scale * (
+            ndi * ds_ic_dodi - (1.0 - ndi) * b_s_ec * (dperp_dodi + daniso_dodi * x)
+        )
+        jac[1, m] = tissue_scale * (
+            s_ic - s_ec - (1.0 - ndi) * b_s_ec * (dperp_dndi + daniso_dndi * x)
+        )
+        jac[2, m] = s0 * (iso[m] - tissue)
+        jac[3, m] = ds_dc * (
+            bvecs[m, 0] * dmu_da[0] + bvecs[m, 1] * dmu_da[1] + bvecs[m, 2] * dmu_da[2]
+        )
+        jac[4, m] = ds_dc * (
+            bvecs[m, 0] * dmu_db[0] + bvecs[m, 1] * dmu_db[1] + bvecs[m, 2] * dmu_db[2]
+        )
+        jac[5, m] = work[_MODEL, m] / s0
+    _normal_equations(jac, gradient, hessian)
+    _to_unconstrained(params, gradient, hessian)
+    return nll
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _normal_equations(jac, gradient, hessian):
+    """``gradient = J^T g`` and the lower triangle of ``hessian = J^T diag(w) J``.
+
+    ``jac`` holds the Jacobian transposed (parameters x measurements) with the weights ``g``
+    and ``w`` as its last two rows. Each entry is a dot product over the measurements;
+    reassociation lets the compiler vectorise them.
+    """
+    n_meas = jac.shape[1]
+    for i in range(N_PARAMS):
+        total = 0.0
+        for m in range(n_meas):
+            total += jac[i, m] * jac[N_PARAMS, m]
+        gradient[i] = total
+        for j in range(i + 1):
+            total = 0.0
+            for m in range(n_meas):
+                total += jac[i, m] * jac[N_PARAMS + 1, m] * jac[j, m]
+            hessian[i, j] = total
 
 
 @njit(cache=True)
-def _add_bound_curvature(params, raw, gradient_w, hessian):
-    """Add ``dNLL/df * d2f/du2`` (where positive) for the ``sin^2``-encoded fractions.
+def _to_unconstrained(params, gradient, hessian):
+    """Chain rule from the bounded fractions to their ``sin^2`` parameters, in place.
 
-    Gauss-Newton drops this term, yet near a bound (``u`` -> 0 or pi/2) the Jacobian column
-    vanishes and it is the whole curvature: with it, a fraction whose optimum lies on its bound
-    gets there in one Newton step instead of creeping towards it.
+    ``gradient`` and the lower triangle of ``hessian`` come in with respect to (odi, ndi, fwf,
+    a, b, s0); the full symmetric matrix goes out with respect to the unconstrained vector, with
+    the curvature ``dNLL/df * d2f/du2`` of each map added where positive. Gauss-Newton drops
+    that term, yet near a bound (``u`` -> 0 or pi/2) the Jacobian column vanishes and it is the
+    whole curvature: with it, a fraction whose optimum lies on its bound gets there in one
+    Newton step instead of creeping towards it.
     """
-    scales = (1.0 - ODI_MIN, 1.0, 1.0)
+    scale = np.ones(N_PARAMS)
+    spans = (1.0 - ODI_MIN, 1.0, 1.0)
+    bound_curvature = np.zeros(3)
     for k in range(3):
-        slope = 0.0
-        for m in range(raw.shape[0]):
-            slope += raw[m, k] * gradient_w[m]
-        hessian[k, k] += max(slope * scales[k] * 2.0 * np.cos(2.0 * params[k]), 0.0)
+        scale[k] = spans[k] * np.sin(2.0 * params[k])
+        bound_curvature[k] = max(gradient[k] * spans[k] * 2.0 * np.cos(2.0 * params[k]), 0.0)
+    for i in range(N_PARAMS):
+        gradient[i] *= scale[i]
+        for j in range(i + 1):
+            hessian[i, j] *= scale[i] * scale[j]
+            hessian[j, i] = hessian[i, j]
+    for k in range(3):
+        hessian[k, k] += bound_curvature[k]
 
 
 @njit(cache=True)
@@ -301,56 +354,59 @@ def _damped_step(hessian, gradient, damping, step, factor):
 def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, tolerance, scratch):
     """Maximise the Rician likelihood of one voxel from ``params`` (updated in place).
 
-    Newton-type steps with the exact Rician gradient and curvature (see
-    :func:`_likelihood_terms`) and Marquardt damping; a step is kept only if it lowers the
-    negative log-likelihood. Converged means the quadratic model predicts less than
-    ``tolerance`` of further decrease for an undamped step, or a nearly undamped step lowered
-    the NLL by less than ``tolerance``, or no damped step lowers it any more. Returns (nll
-    without the model-free constant, converged, iterations).
+    Newton-type steps with the exact Rician gradient and curvature (see :func:`_evaluate`) and
+    Marquardt damping; a step is kept only if it lowers the negative log-likelihood. The
+    derivatives are computed together with the likelihood at each trial point, as nearly every
+    trial is accepted. Converged means the quadratic model predicts less than ``tolerance`` of
+    further decrease for an undamped step, or a nearly undamped step lowered the NLL by less
+    than ``tolerance``, or no damped step lowers it any more. Returns (nll without the
+    model-free constant, converged, iterations).
     """
-    coef_buf, coef_dodi_buf, signal, jac, grad_w, trial_signal = scratch
-    e1, e2 = orientation_frame(mu0)
+    frame = (mu0, *orientation_frame(mu0))
     n = N_PARAMS
-    raw = np.empty((measured.shape[0], 3))
     inv_var = 1.0 / (sigma * sigma)
-    curv_w = np.empty(measured.shape[0])
     gradient = np.empty(n)
     hessian = np.empty((n, n))
+    trial_gradient = np.empty(n)
+    trial_hessian = np.empty((n, n))
     factor = np.empty((n, n))
     step = np.empty(n)
     trial = np.empty(n)
     damping = _MIN_DAMPING
-    signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac, raw)
-    nll = rician_nll(measured, signal, inv_var)
+    nll = _evaluate(params, frame, measured, inv_var, tables, scratch, True, gradient, hessian)
     for iteration in range(max_iter):
-        _likelihood_terms(measured, signal, inv_var, grad_w, curv_w)
-        _normal_equations(jac, grad_w, curv_w, gradient, hessian)
-        _add_bound_curvature(params, raw, grad_w, hessian)
-        if _damped_step(hessian, gradient, _MIN_DAMPING, step, factor):
+        newton = _damped_step(hessian, gradient, _MIN_DAMPING, step, factor)
+        if newton:
             predicted = 0.0
             for k in range(n):
                 predicted -= 0.5 * gradient[k] * step[k]
             if predicted < tolerance:
                 return nll, True, iteration
         improved = False
+        with_derivatives = True
         while damping < _MAX_DAMPING:
-            if _damped_step(hessian, gradient, damping, step, factor):
+            solved = newton if damping == _MIN_DAMPING else False
+            if solved or _damped_step(hessian, gradient, damping, step, factor):
                 trial[:] = params + step
-                odi, ndi, fwf, mu, s0 = decode(trial, mu0, e1, e2)
-                model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, trial_signal)
-                trial_nll = rician_nll(measured, trial_signal, inv_var)
+                trial_nll = _evaluate(trial, frame, measured, inv_var, tables, scratch,
+                                      with_derivatives, trial_gradient, trial_hessian)  # fmt: skip
                 if trial_nll < nll:
                     improved = True
                     break
+                with_derivatives = False
             damping *= 10.0
         if not improved:
             return nll, True, iteration
+        if not with_derivatives:
+            _evaluate(trial, frame, measured, inv_var, tables, scratch, True, trial_gradient,
+                      trial_hessian)  # fmt: skip
         decrease = nll - trial_nll
         nearly_newton = damping <= _NEWTON_DAMPING
         nll = trial_nll
         params[:] = trial
+        gradient[:] = trial_gradient
+        hessian[:] = trial_hessian
         damping = max(damping / 10.0, _MIN_DAMPING)
-        signal_and_jacobian(params, mu0, e1, e2, tables, coef_buf, coef_dodi_buf, signal, jac, raw)
         if decrease < tolerance and nearly_newton:
             return nll, True, iteration + 1
     return nll, False, max_iter
@@ -364,8 +420,14 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
     that the optimiser can start from several distinct ODI hypotheses. Combinations with
     FWF = 1 (pure free water) are evaluated once, as they do not depend on ODI or NDI.
     """
-    coef_buf, coef_dodi_buf, signal, _, _, trial_signal = scratch
-    odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi, shell, bvals, bvecs, d_par, iso = tables
+    coef_buf, coef_dodi_buf, signal, trial_signal = (
+        scratch[0],
+        scratch[1],
+        scratch[3][0],
+        scratch[4],
+    )
+    (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
+     shell, bvals, bvecs, d_par, iso, terms) = tables  # fmt: skip
     n_meas = bvals.shape[0]
     inv_var = 1.0 / (sigma * sigma)
     x = np.empty(n_meas)
@@ -383,7 +445,7 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
         cell, weights, slopes = _hermite(odi_nodes, grid_odi[i])
         e_cos2, _ = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
         for m in range(n_meas):
-            s_ic[m] = chebyshev_value(coef_buf[shell[m]], 2.0 * x[m] - 1.0)
+            s_ic[m] = polynomial_value(coef_buf, shell[m], terms[shell[m]], x[m])
         for ndi in grid_ndi:
             d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
             for m in range(n_meas):
@@ -409,15 +471,21 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
 
 @njit(cache=True)
 def _scratch(tables):
+    """Work arrays of one voxel.
+
+    Stick coefficients (value, d/dODI), the transposed Jacobian with the likelihood's gradient
+    and curvature weights as its last two rows, per-measurement work rows (``_COS`` ...), a
+    signal, and the stick's x-derivative coefficients.
+    """
     coef = tables[1]
     n_meas = tables[6].shape[0]
     return (
         np.empty((coef.shape[0], coef.shape[2])),
         np.empty((coef.shape[0], coef.shape[2])),
+        np.empty((N_PARAMS + 2, n_meas)),
+        np.empty((_MODEL + 1, n_meas)),
         np.empty(n_meas),
-        np.empty((n_meas, N_PARAMS)),
-        np.empty(n_meas),
-        np.empty(n_meas),
+        np.empty((coef.shape[0], coef.shape[2])),
     )
 
 

@@ -1,9 +1,11 @@
 """Interpolation tables of the exact NODDI compartments, for fast fitting and synthesis.
 
 The exact model (:mod:`noddi_bids.model.noddi`) costs 48 quadrature nodes per signal. Per
-b-value, the Watson-stick signal is a smooth function of ODI and of ``x = (g.mu)^2``; it is
-stored as Chebyshev coefficients in ``2x - 1`` on a fine ODI grid, with exact ODI-derivatives,
-and interpolated with cubic Hermite polynomials in ODI. The Watson mean of ``(mu.n)^2`` that
+b-value, the Watson-stick signal is a smooth (entire) function of ODI and of ``x = (g.mu)^2``; it
+is sampled at Chebyshev points in ``x`` (well conditioned), converted to a power series in ``x``
+(evaluated by Horner's rule in the fitter: one fused multiply-add per term, a shorter dependency
+chain than Clenshaw's recurrence) on a fine ODI grid, with exact ODI-derivatives, and
+interpolated with cubic Hermite polynomials in ODI. The Watson mean of ``(mu.n)^2`` that
 drives the hindered compartment is tabulated the same way. Every table value comes from the exact
 model, so there is one source of truth; :func:`build_tables` checks the interpolation error.
 """
@@ -13,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.polynomial import chebyshev
+from numpy.polynomial import chebyshev, polynomial
 
+from noddi_bids.fit.polynomial import padded, padded_terms
 from noddi_bids.model.noddi import (
     D_ISO,
     D_PAR,
@@ -43,8 +46,11 @@ class SignalTables:
     odi_nodes : ndarray, shape (J,)
         Uniform ODI grid from ``ODI_MIN`` to 1.
     stick_coef, stick_coef_dodi : ndarray, shape (B, J, K)
-        Chebyshev coefficients (in ``2 (g.mu)^2 - 1``) of the Watson-stick signal per unique
-        b-value, and their ODI-derivatives.
+        Power-series coefficients (in ``x = (g.mu)^2``, lowest order first) of the Watson-stick
+        signal per unique b-value, and their ODI-derivatives.
+    stick_terms : ndarray of int, shape (B,)
+        Number of coefficients evaluated per unique b-value: the non-negligible ones, rounded up
+        to a multiple of 4 (:mod:`noddi_bids.fit.polynomial`); the arrays are zero-padded.
     mean_cos2, mean_cos2_dodi : ndarray, shape (J,)
         Watson mean of ``(mu.n)^2`` and its ODI-derivative.
     shell_of_measurement : ndarray of int, shape (M,)
@@ -60,6 +66,7 @@ class SignalTables:
     odi_nodes: np.ndarray
     stick_coef: np.ndarray
     stick_coef_dodi: np.ndarray
+    stick_terms: np.ndarray
     mean_cos2: np.ndarray
     mean_cos2_dodi: np.ndarray
     shell_of_measurement: np.ndarray
@@ -86,12 +93,24 @@ class SignalTables:
             self.bvecs,
             self.d_par,
             self.iso_signal,
+            self.stick_terms,
         )
 
 
 def _chebyshev_points(n: int) -> np.ndarray:
     """Chebyshev points of the first kind on [-1, 1]."""
     return np.cos(np.pi * (np.arange(n) + 0.5) / n)
+
+
+def _chebyshev_to_power(n: int) -> np.ndarray:
+    """Matrix taking Chebyshev coefficients in ``2x - 1`` to power-series coefficients in x."""
+    rows = [
+        chebyshev.Chebyshev.basis(k, domain=[0.0, 1.0])
+        .convert(kind=polynomial.Polynomial, domain=[0.0, 1.0], window=[0.0, 1.0])
+        .coef
+        for k in range(n)
+    ]
+    return np.array([np.pad(row, (0, n - row.size)) for row in rows])
 
 
 def _stick_coefficients(odi: np.ndarray, betas: np.ndarray) -> np.ndarray:
@@ -142,14 +161,26 @@ def build_tables(
         return np.moveaxis(_stick_coefficients(odi, betas), 1, -1)
 
     coef, coef_dodi = _with_derivative(coefficients, odi_nodes)
-    n_terms = int(np.max(np.nonzero(np.abs(coef).max(axis=(0, 2)) > COEFFICIENT_CUTOFF)[0])) + 1
+    # Terms per b-value; the negligible ones are dropped before the change of basis, so that
+    # their rounding noise is not amplified by the large power coefficients of high-order terms.
+    significant = np.abs(coef).max(axis=2) > COEFFICIENT_CUTOFF
+    terms = np.array([np.flatnonzero(row).max() + 1 for row in significant], dtype=np.int64)
+    n_terms = int(terms.max())
+    kept = np.arange(MAX_CHEBYSHEV_TERMS)[None, :, None] < terms[:, None, None]
+    to_power = _chebyshev_to_power(n_terms)
+
+    def power_series(chebyshev_coef: np.ndarray) -> np.ndarray:
+        truncated = np.where(kept, chebyshev_coef, 0.0)[:, :n_terms]
+        return padded(np.einsum("bkj,kl->bjl", truncated, to_power))
+
     mean_cos2, mean_cos2_dodi = _with_derivative(
         lambda odi: watson_mean_cos2(kappa_from_odi(odi)), odi_nodes
     )
     return SignalTables(
         odi_nodes=odi_nodes,
-        stick_coef=np.ascontiguousarray(np.moveaxis(coef, -1, 1)[:, :, :n_terms]),
-        stick_coef_dodi=np.ascontiguousarray(np.moveaxis(coef_dodi, -1, 1)[:, :, :n_terms]),
+        stick_coef=power_series(coef),
+        stick_coef_dodi=power_series(coef_dodi),
+        stick_terms=padded_terms(terms),
         mean_cos2=mean_cos2,
         mean_cos2_dodi=mean_cos2_dodi,
         shell_of_measurement=shell_of_measurement.astype(np.int64),

@@ -161,22 +161,6 @@ def scheme_tables(scheme: Scheme, d_par: float = D_PAR, d_iso: float = D_ISO) ->
     return build_tables(scheme.bvals, scheme.bvecs, d_par, d_iso)
 
 
-def kernel_tables(tables: SignalTables) -> tuple:
-    """Tuple layout of :class:`SignalTables` expected by :mod:`noddi_bids.fit.kernels`."""
-    return (
-        tables.odi_nodes,
-        tables.stick_coef,
-        tables.stick_coef_dodi,
-        tables.mean_cos2,
-        tables.mean_cos2_dodi,
-        tables.shell_of_measurement,
-        tables.bvals,
-        tables.bvecs,
-        tables.d_par,
-        tables.iso_signal,
-    )
-
-
 @njit(cache=True, parallel=True)
 def _synthesise(parameters, directions, tables):  # pragma: no cover - compiled
     coef = tables[1]
@@ -240,7 +224,7 @@ def synthesise_signals(
         )
     if parameters.shape[0] == 0:
         return np.empty((0, scheme.n_measurements))
-    return _synthesise(parameters, directions, kernel_tables(tables))
+    return _synthesise(parameters, directions, tables.packed())
 
 
 def mle_labels(
