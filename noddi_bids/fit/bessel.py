@@ -7,6 +7,7 @@ Chebyshev interpolants of ``log(i0e(z))`` and ``I1(z)/I0(z)`` on [0, 2] and [2, 
 values (absolute error below 1e-10, checked in the tests) and evaluated as power series
 (:mod:`noddi_bids.fit.polynomial`; the conversion is well conditioned on these intervals).
 Fitting the logarithm directly saves a ``log`` per measurement in the fitter's innermost loop.
+A coarse ``log(I0)`` (error ~1e-6) ranks the starting grid, where only the order matters.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from noddi_bids.fit.polynomial import padded, padded_terms, polynomial_value
 
 #: Chebyshev degrees on [0, 2], [2, 8] and beyond (each ~1e-11 or better).
 _DEGREES = (16, 20, 12)
+#: Degrees of the coarse log(I0) used to rank the grid (each ~1e-6).
+_COARSE_DEGREES = (7, 11, 3)
 _BREAKS = (2.0, 8.0)
-#: Terms evaluated per interval (rounded up to the polynomial evaluator's multiple of 4).
-_TERMS = padded_terms(np.asarray(_DEGREES) + 1)
 
 
 def _log_i0e(z: np.ndarray) -> np.ndarray:
@@ -33,24 +34,31 @@ def _ratio(z: np.ndarray) -> np.ndarray:
     return special.i1e(z) / special.i0e(z)
 
 
-def _fit(function, far_function) -> np.ndarray:
+def _fit(function, far_function, degrees) -> tuple[np.ndarray, np.ndarray]:
     """Power-series coefficients of ``function`` on the three intervals, one row each.
 
     The variables are ``z - 1`` on [0, 2], ``(z - 5) / 3`` on [2, 8] and ``16/z - 1`` on
-    (8, inf) (``far_function`` there); the series come from Chebyshev interpolants.
+    (8, inf) (``far_function`` there); the series come from Chebyshev interpolants of the
+    given degrees. Returns the zero-padded table and the terms to evaluate per row.
     """
     low, mid = _BREAKS
     pieces = (
-        Chebyshev.interpolate(function, _DEGREES[0], domain=[0.0, low]),
-        Chebyshev.interpolate(function, _DEGREES[1], domain=[low, mid]),
-        Chebyshev.interpolate(lambda t: far_function(16.0 / (t + 1.0)), _DEGREES[2], [-1, 1]),
+        Chebyshev.interpolate(function, degrees[0], domain=[0.0, low]),
+        Chebyshev.interpolate(function, degrees[1], domain=[low, mid]),
+        Chebyshev.interpolate(lambda t: far_function(16.0 / (t + 1.0)), degrees[2], [-1, 1]),
     )
+    terms = padded_terms(np.asarray(degrees) + 1)
     rows = [Chebyshev(piece.coef).convert(kind=Polynomial).coef for piece in pieces]
-    return np.array([padded(row, _TERMS.max()) for row in rows])
+    return np.array([padded(row, terms.max()) for row in rows]), terms
 
 
-_LOG_I0E = _fit(_log_i0e, lambda z: _log_i0e(z) + 0.5 * np.log(z))
-_RATIO = _fit(_ratio, _ratio)
+def _log_i0e_far(z: np.ndarray) -> np.ndarray:
+    return _log_i0e(z) + 0.5 * np.log(z)
+
+
+_LOG_I0E, _TERMS = _fit(_log_i0e, _log_i0e_far, _DEGREES)
+_RATIO, _ = _fit(_ratio, _ratio, _DEGREES)
+_LOG_I0E_COARSE, _TERMS_COARSE = _fit(_log_i0e, _log_i0e_far, _COARSE_DEGREES)
 
 
 @njit(cache=True, inline="always")
@@ -68,8 +76,8 @@ _FOLD = 1e150
 
 
 @njit(cache=True, inline="always")
-def _log_i0_split(piece, t, z):
-    value = polynomial_value(_LOG_I0E, piece, _TERMS[piece], t) + z
+def _log_i0_split(table, terms, piece, t, z):
+    value = polynomial_value(table, piece, terms[piece], t) + z
     return value, (z if piece == 2 else 1.0)
 
 
@@ -100,14 +108,21 @@ def log_i0_split(z):
     arguments (:func:`multiply_folding`) instead of one per term.
     """
     piece, t = _piece(z)
-    return _log_i0_split(piece, t, z)
+    return _log_i0_split(_LOG_I0E, _TERMS, piece, t, z)
+
+
+@njit(cache=True, inline="always")
+def log_i0_split_coarse(z):
+    """:func:`log_i0_split` to ~1e-6, for ranking candidates."""
+    piece, t = _piece(z)
+    return _log_i0_split(_LOG_I0E_COARSE, _TERMS_COARSE, piece, t, z)
 
 
 @njit(cache=True, inline="always")
 def log_i0_split_and_ratio(z):
     """:func:`log_i0_split` and ``I1(z) / I0(z)`` together (one branch)."""
     piece, t = _piece(z)
-    value, argument = _log_i0_split(piece, t, z)
+    value, argument = _log_i0_split(_LOG_I0E, _TERMS, piece, t, z)
     return value, argument, _bessel_ratio(piece, t)
 
 

@@ -22,16 +22,29 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from noddi_bids.fit.bessel import log_i0_split, log_i0_split_and_ratio, multiply_folding
+from noddi_bids.fit.bessel import (
+    log_i0_split,
+    log_i0_split_and_ratio,
+    log_i0_split_coarse,
+    multiply_folding,
+)
 from noddi_bids.fit.polynomial import polynomial_value
 from noddi_bids.model.noddi import ODI_MIN
 
 N_PARAMS = 6
+# Values of :func:`physical`: odi, ndi, fwf, s0 and the unit orientation.
+N_PHYSICAL = 7
 # Marquardt damping range; a small improvement only counts as convergence when the step was
 # nearly undamped (a heavily damped step is small because of the damping, not the optimum).
 _MIN_DAMPING = 1e-9
 _NEWTON_DAMPING = 1e-2
+# Damping after a rejected nearly-undamped step (smaller values change the step too little to
+# be worth another trial).
+_FIRST_DAMPING = 1e-3
 _MAX_DAMPING = 1e12
+# A later start that comes this close (fractions, orientation chart, relative s0) to an optimum
+# found from an earlier start stops: it is in the same basin.
+SAME_OPTIMUM = 1e-2
 # Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
 _EDGE = 1e-3
 # Rows of the per-measurement work array: g.mu, stick and hindered attenuations, model signal.
@@ -39,15 +52,19 @@ _COS, _STICK, _HINDERED, _MODEL = 0, 1, 2, 3
 
 
 @njit(cache=True)
-def rician_nll(measured, model, inv_var):
-    """Negative Rician log-likelihood of one voxel, less the model-free ``sum log(m/sigma^2)``."""
+def rician_nll(measured, model, inv_var, coarse=False):
+    """Negative Rician log-likelihood of one voxel, less the model-free ``sum log(m/sigma^2)``.
+
+    ``coarse`` uses the ~1e-6 accurate ``log(I0)``, enough to rank candidates.
+    """
     total = 0.0
     product = 1.0
     log_sum = 0.0
     for m in range(measured.shape[0]):
         x = measured[m]
         s = model[m]
-        value, argument = log_i0_split(x * s * inv_var)
+        z = x * s * inv_var
+        value, argument = log_i0_split_coarse(z) if coarse else log_i0_split(z)
         total += (x * x + s * s) * 0.5 * inv_var - value
         product, log_sum = multiply_folding(product, log_sum, argument)
     return total + 0.5 * (log_sum + np.log(product))
@@ -158,6 +175,35 @@ def decode(params, mu0, e1, e2):
     v = mu0 + params[3] * e1 + params[4] * e2
     mu = v / np.sqrt(v @ v)
     return odi, ndi, fwf, mu, params[5]
+
+
+@njit(cache=True)
+def physical(params, frame, out):
+    """Write (odi, ndi, fwf, s0, mu_x, mu_y, mu_z) of the unconstrained vector to ``out``."""
+    odi, ndi, fwf, mu, s0 = decode(params, *frame)
+    out[0], out[1], out[2], out[3] = odi, ndi, fwf, s0
+    out[4:] = mu
+
+
+@njit(cache=True)
+def _near_found(params, frame, found):
+    """Whether ``params`` lie within ``SAME_OPTIMUM`` of a row of ``found`` (:func:`physical`).
+
+    Fractions within ``SAME_OPTIMUM``, s0 within that fraction of itself and orientations
+    (either sign) within ``SAME_OPTIMUM`` radians.
+    """
+    if found.shape[0] == 0:
+        return False
+    here = np.empty(N_PHYSICAL)
+    physical(params, frame, here)
+    for row in range(found.shape[0]):
+        near = abs(here[3] - found[row, 3]) < SAME_OPTIMUM * abs(found[row, 3])
+        for k in range(3):
+            near = near and abs(here[k] - found[row, k]) < SAME_OPTIMUM
+        alignment = abs(here[4] * found[row, 4] + here[5] * found[row, 5] + here[6] * found[row, 6])
+        if near and alignment > np.cos(SAME_OPTIMUM):
+            return True
+    return False
 
 
 @njit(cache=True)
@@ -351,7 +397,7 @@ def _damped_step(hessian, gradient, damping, step, factor):
 
 
 @njit(cache=True)
-def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, tolerance, scratch):
+def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, tolerance, scratch, found):
     """Maximise the Rician likelihood of one voxel from ``params`` (updated in place).
 
     Newton-type steps with the exact Rician gradient and curvature (see :func:`_evaluate`) and
@@ -359,8 +405,10 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
     derivatives are computed together with the likelihood at each trial point, as nearly every
     trial is accepted. Converged means the quadratic model predicts less than ``tolerance`` of
     further decrease for an undamped step, or a nearly undamped step lowered the NLL by less
-    than ``tolerance``, or no damped step lowers it any more. Returns (nll without the
-    model-free constant, converged, iterations).
+    than ``tolerance``, or no damped step lowers it any more. A run that comes within
+    ``SAME_OPTIMUM`` of an optimum ``found`` by an earlier start (rows of :func:`physical`
+    values) stops there: it is in that optimum's basin and would end at the same point.
+    Returns (nll without the model-free constant, converged, iterations).
     """
     frame = (mu0, *orientation_frame(mu0))
     n = N_PARAMS
@@ -394,7 +442,7 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
                     improved = True
                     break
                 with_derivatives = False
-            damping *= 10.0
+            damping = max(10.0 * damping, _FIRST_DAMPING)
         if not improved:
             return nll, True, iteration
         if not with_derivatives:
@@ -407,7 +455,7 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
         gradient[:] = trial_gradient
         hessian[:] = trial_hessian
         damping = max(damping / 10.0, _MIN_DAMPING)
-        if decrease < tolerance and nearly_newton:
+        if (decrease < tolerance and nearly_newton) or _near_found(params, frame, found):
             return nll, True, iteration + 1
     return nll, False, max_iter
 
@@ -417,51 +465,47 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
     """Rician-likelihood grid search with orientation and s0 held fixed.
 
     Returns, for each grid ODI, the best (nll, ndi, fwf): arrays of shape (len(grid_odi),), so
-    that the optimiser can start from several distinct ODI hypotheses. Combinations with
-    FWF = 1 (pure free water) are evaluated once, as they do not depend on ODI or NDI.
+    that the optimiser can start from several distinct ODI hypotheses. The likelihood is the
+    coarse one (ranking only). Grid points with NDI = 0 are skipped: without neurites, ODI and
+    orientation have no effect, so they would tie across all ODI hypotheses (and win wherever
+    neurite density is low) without telling them apart; the optimiser still reaches NDI = 0
+    from the others. Combinations with FWF = 1 (pure free water) are evaluated once.
     """
-    coef_buf, coef_dodi_buf, signal, trial_signal = (
-        scratch[0],
-        scratch[1],
-        scratch[3][0],
-        scratch[4],
-    )
+    coef_buf, coef_dodi_buf, work, trial_signal = scratch[0], scratch[1], scratch[3], scratch[4]
+    x, stick, tissue = work[_COS], work[_STICK], work[_HINDERED]
     (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
      shell, bvals, bvecs, d_par, iso, terms) = tables  # fmt: skip
     n_meas = bvals.shape[0]
     inv_var = 1.0 / (sigma * sigma)
-    x = np.empty(n_meas)
-    for m in range(n_meas):
-        c = bvecs[m, 0] * mu0[0] + bvecs[m, 1] * mu0[1] + bvecs[m, 2] * mu0[2]
-        x[m] = c * c
-    s_ic = np.empty(n_meas)
     n_odi = grid_odi.shape[0]
     best_nll = np.full(n_odi, np.inf)
     best_ndi = np.zeros(n_odi)
     best_fwf = np.zeros(n_odi)
-    free_water_nll = np.inf
+    for m in range(n_meas):
+        c = bvecs[m, 0] * mu0[0] + bvecs[m, 1] * mu0[1] + bvecs[m, 2] * mu0[2]
+        x[m] = c * c
+        trial_signal[m] = s0 * iso[m]
+    free_water_nll = rician_nll(measured, trial_signal, inv_var, True)
     for i in range(n_odi):
         stick_coefficients(grid_odi[i], odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
         cell, weights, slopes = _hermite(odi_nodes, grid_odi[i])
         e_cos2, _ = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
         for m in range(n_meas):
-            s_ic[m] = polynomial_value(coef_buf, shell[m], terms[shell[m]], x[m])
+            stick[m] = polynomial_value(coef_buf, shell[m], terms[shell[m]], x[m])
         for ndi in grid_ndi:
+            if ndi <= 0.0:
+                continue
             d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
             for m in range(n_meas):
                 s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x[m]))
-                signal[m] = ndi * s_ic[m] + (1.0 - ndi) * s_ec
+                tissue[m] = ndi * stick[m] + (1.0 - ndi) * s_ec
             for fwf in grid_fwf:
                 if fwf >= 1.0:
-                    if free_water_nll == np.inf:
-                        for m in range(n_meas):
-                            trial_signal[m] = s0 * iso[m]
-                        free_water_nll = rician_nll(measured, trial_signal, inv_var)
                     nll = free_water_nll
                 else:
                     for m in range(n_meas):
-                        trial_signal[m] = s0 * ((1.0 - fwf) * signal[m] + fwf * iso[m])
-                    nll = rician_nll(measured, trial_signal, inv_var)
+                        trial_signal[m] = s0 * ((1.0 - fwf) * tissue[m] + fwf * iso[m])
+                    nll = rician_nll(measured, trial_signal, inv_var, True)
                 if nll < best_nll[i]:
                     best_nll[i] = nll
                     best_ndi[i] = ndi
@@ -490,7 +534,7 @@ def _scratch(tables):
 
 
 @njit(cache=True)
-def _fit_from(measured, sigma, odi, ndi, fwf, s0, mu0, tables, max_iter, tolerance, scratch):
+def _fit_from(measured, sigma, odi, ndi, fwf, s0, mu0, tables, max_iter, tolerance, scratch, found):
     """One optimiser run from physical starting values; returns (params, nll, converged, its)."""
     params = np.empty(N_PARAMS)
     params[0] = encode_fraction(odi, ODI_MIN)
@@ -500,7 +544,7 @@ def _fit_from(measured, sigma, odi, ndi, fwf, s0, mu0, tables, max_iter, toleran
     params[4] = 0.0
     params[5] = s0
     nll, converged, iterations = levenberg_marquardt(
-        measured, sigma, params, mu0, tables, max_iter, tolerance, scratch
+        measured, sigma, params, mu0, tables, max_iter, tolerance, scratch, found
     )
     return params, nll, converged, iterations
 
@@ -515,9 +559,10 @@ def fit_voxels(
     ``start`` holds (odi, ndi, fwf, s0) per voxel and ``directions`` the starting orientations.
     With ``n_starts`` > 0 the fractions come from the grid search instead: the optimiser runs
     from the best grid point of each of the ``n_starts`` most likely grid ODIs and keeps the
-    most likely result (s0 and orientation start from ``start`` and ``directions``).
-    Returns params (N, 4: odi, ndi, fwf, s0), directions (N, 3), nll (N, without the model-free
-    constant), converged (N,) and iterations (N, summed over starts).
+    most likely result (s0 and orientation start from ``start`` and ``directions``); a later
+    start that enters the basin of an earlier optimum stops (see :func:`levenberg_marquardt`).
+    Returns params (N, 4: odi, ndi, fwf, s0), directions (N, 3), nll (N, without the
+    model-free constant), converged (N,) and iterations (N, summed over starts).
     """
     n_vox = data.shape[0]
     out = np.empty((n_vox, 4))
@@ -528,31 +573,31 @@ def fit_voxels(
     for i in prange(n_vox):
         scratch = _scratch(tables)
         mu0 = directions[i] / np.sqrt(directions[i] @ directions[i])
+        frame = (mu0, *orientation_frame(mu0))
         s0 = start[i, 3]
         if n_starts > 0:
             grid_nll, grid_ndi_best, grid_fwf_best = grid_search(
                 data[i], sigma[i], s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, scratch
             )
             order = np.argsort(grid_nll)[: min(n_starts, grid_odi.shape[0])]
-            candidates = [(grid_odi[j], grid_ndi_best[j], grid_fwf_best[j]) for j in order]
+            runs = [(grid_odi[j], grid_ndi_best[j], grid_fwf_best[j]) for j in order]
         else:
-            candidates = [(start[i, 0], start[i, 1], start[i, 2])]
+            runs = [(start[i, 0], start[i, 1], start[i, 2])]
         best_nll = np.inf
-        best = np.empty(N_PARAMS)
-        for odi, ndi, fwf in candidates:
+        found = np.empty((len(runs), N_PHYSICAL))
+        for run, (odi, ndi, fwf) in enumerate(runs):
             params, run_nll, run_converged, run_iterations = _fit_from(
-                data[i], sigma[i], odi, ndi, fwf, s0, mu0, tables, max_iter, tolerance, scratch
-            )
+                data[i], sigma[i], odi, ndi, fwf, s0, mu0, tables, max_iter, tolerance, scratch,
+                found[:run],
+            )  # fmt: skip
+            physical(params, frame, found[run])
             iterations[i] += run_iterations
             if run_nll < best_nll:
                 best_nll = run_nll
-                best[:] = params
+                out[i, :] = found[run, :4]
+                out_dir[i] = found[run, 4:]
                 converged[i] = run_converged
         nll[i] = best_nll
-        e1, e2 = orientation_frame(mu0)
-        odi, ndi, fwf, mu, s0 = decode(best, mu0, e1, e2)
-        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = odi, ndi, fwf, s0
-        out_dir[i] = mu
     return out, out_dir, nll, converged, iterations
 
 
