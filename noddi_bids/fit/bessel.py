@@ -17,7 +17,7 @@ from numba import njit
 from numpy.polynomial import Chebyshev, Polynomial
 from scipy import special
 
-from noddi_bids.fit.polynomial import padded, padded_terms, polynomial_value
+from noddi_bids.fit.polynomial import CONTRACT, padded, padded_terms, polynomial_value
 
 #: Chebyshev degrees on [0, 2], [2, 8] and beyond (each ~1e-11 or better).
 _DEGREES = (16, 20, 12)
@@ -61,7 +61,7 @@ _RATIO, _ = _fit(_ratio, _ratio, _DEGREES)
 _LOG_I0E_COARSE, _TERMS_COARSE = _fit(_log_i0e, _log_i0e_far, _COARSE_DEGREES)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def _piece(z):
     """Which interpolant covers ``z``, and the polynomial variable there."""
     if z <= _BREAKS[0]:
@@ -75,32 +75,32 @@ def _piece(z):
 _FOLD = 1e150
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def _log_i0_split(table, terms, piece, t, z):
     value = polynomial_value(table, piece, terms[piece], t) + z
     return value, (z if piece == 2 else 1.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def _bessel_ratio(piece, t):
     return polynomial_value(_RATIO, piece, _TERMS[piece], t)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def log_i0(z):
     """``log(I0(z))`` for z >= 0, without overflow."""
     value, argument = log_i0_split(z)
     return value - 0.5 * np.log(argument)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def bessel_ratio(z):
     """``I1(z) / I0(z)`` for z >= 0."""
     piece, t = _piece(z)
     return _bessel_ratio(piece, t)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def log_i0_split(z):
     """``log(I0(z))`` as ``value - log(argument) / 2``, returned as (value, argument).
 
@@ -111,14 +111,14 @@ def log_i0_split(z):
     return _log_i0_split(_LOG_I0E, _TERMS, piece, t, z)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def log_i0_split_coarse(z):
     """:func:`log_i0_split` to ~1e-6, for ranking candidates."""
     piece, t = _piece(z)
     return _log_i0_split(_LOG_I0E_COARSE, _TERMS_COARSE, piece, t, z)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def log_i0_split_and_ratio(z):
     """:func:`log_i0_split` and ``I1(z) / I0(z)`` together (one branch)."""
     piece, t = _piece(z)
@@ -126,7 +126,7 @@ def log_i0_split_and_ratio(z):
     return value, argument, _bessel_ratio(piece, t)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def multiply_folding(product, log_sum, factor):
     """Multiply a running product by ``factor`` (>= 1) without overflow.
 

@@ -28,7 +28,7 @@ from noddi_bids.fit.bessel import (
     log_i0_split_coarse,
     multiply_folding,
 )
-from noddi_bids.fit.polynomial import polynomial_value
+from noddi_bids.fit.polynomial import CONTRACT, polynomial_value
 from noddi_bids.model.noddi import ODI_MIN
 
 N_PARAMS = 6
@@ -51,7 +51,7 @@ _EDGE = 1e-3
 _COS, _STICK, _HINDERED, _MODEL = 0, 1, 2, 3
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def rician_nll(measured, model, inv_var, coarse=False):
     """Negative Rician log-likelihood of one voxel, less the model-free ``sum log(m/sigma^2)``.
 
@@ -70,7 +70,7 @@ def rician_nll(measured, model, inv_var, coarse=False):
     return total + 0.5 * (log_sum + np.log(product))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def _hermite(nodes, position):
     """Cell index, Hermite basis weights and their derivatives at ``position`` on ``nodes``."""
     n_cells = nodes.shape[0] - 1
@@ -90,7 +90,7 @@ def _hermite(nodes, position):
     return cell, weights, slopes
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def _interpolate(values, derivatives, cell, weights, slopes):
     """Cubic Hermite value and derivative of a tabulated 1-D function."""
     v0, v1 = values[cell], values[cell + 1]
@@ -100,7 +100,7 @@ def _interpolate(values, derivatives, cell, weights, slopes):
     return value, slope
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def _hindered_diffusivities(ndi, e_cos2, d_par):
     """Watson-averaged hindered tensor: perpendicular diffusivity and (parallel - perpendicular).
 
@@ -111,7 +111,7 @@ def _hindered_diffusivities(ndi, e_cos2, d_par):
     return d_perp_w, d_par * ndi * (3.0 * e_cos2 - 1.0) / 2.0
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def stick_coefficients(odi, odi_nodes, coef, coef_dodi, out, out_dodi):
     """Power-series coefficients of the stick signal at ``odi`` for every b-value (and d/dODI)."""
     cell, weights, slopes = _hermite(odi_nodes, odi)
@@ -124,7 +124,7 @@ def stick_coefficients(odi, odi_nodes, coef, coef_dodi, out, out_dodi):
             out_dodi[shell, k] = slope
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def _slope_coefficients(coefficients, out):
     """Power-series coefficients of the x-derivative of each row of ``coefficients``."""
     for shell in range(coefficients.shape[0]):
@@ -133,7 +133,7 @@ def _slope_coefficients(coefficients, out):
         out[shell, coefficients.shape[1] - 1] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def orientation_frame(mu0):
     """Two unit vectors completing ``mu0`` to an orthonormal basis."""
     helper = np.array([1.0, 0.0, 0.0]) if abs(mu0[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
@@ -143,13 +143,13 @@ def orientation_frame(mu0):
     return e1, e2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def _unit_signal(ndi, fwf, stick, hindered, free_water):
     """Signal relative to s0 from the three compartments' attenuations."""
     return (1.0 - fwf) * (ndi * stick + (1.0 - ndi) * hindered) + fwf * free_water
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
     """Signal of one voxel for all measurements (no derivatives), written to ``out``."""
     (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
@@ -166,7 +166,7 @@ def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
         out[m] = s0 * _unit_signal(ndi, fwf, s_ic, s_ec, iso[m])
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def decode(params, mu0, e1, e2):
     """Physical parameters (odi, ndi, fwf, mu, s0) from the unconstrained vector."""
     odi = ODI_MIN + (1.0 - ODI_MIN) * np.sin(params[0]) ** 2
@@ -177,7 +177,7 @@ def decode(params, mu0, e1, e2):
     return odi, ndi, fwf, mu, params[5]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def physical(params, frame, out):
     """Write (odi, ndi, fwf, s0, mu_x, mu_y, mu_z) of the unconstrained vector to ``out``."""
     odi, ndi, fwf, mu, s0 = decode(params, *frame)
@@ -185,7 +185,7 @@ def physical(params, frame, out):
     out[4:] = mu
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def _near_found(params, frame, found):
     """Whether ``params`` lie within ``SAME_OPTIMUM`` of a row of ``found`` (:func:`physical`).
 
@@ -206,14 +206,14 @@ def _near_found(params, frame, found):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def encode_fraction(value, low):
     """Inverse of ``low + (1 - low) sin^2(u)`` (value clipped into the range)."""
     ratio = min(max((value - low) / (1.0 - low), _EDGE), 1.0 - _EDGE)
     return np.arcsin(np.sqrt(ratio))
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gradient, hessian):
     """Negative log-likelihood of one voxel at ``params``.
 
@@ -333,7 +333,7 @@ def _normal_equations(jac, gradient, hessian):
             hessian[i, j] = total
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def _to_unconstrained(params, gradient, hessian):
     """Chain rule from the bounded fractions to their ``sin^2`` parameters, in place.
 
@@ -359,7 +359,7 @@ def _to_unconstrained(params, gradient, hessian):
         hessian[k, k] += bound_curvature[k]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def _damped_step(hessian, gradient, damping, step, factor):
     """Solve ``(H + damping (diag(H) + floor)) step = -gradient`` by Cholesky.
 
@@ -396,7 +396,19 @@ def _damped_step(hessian, gradient, damping, step, factor):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
+def _model_decrease(hessian, gradient, step):
+    """Decrease ``-(g.s + s.H.s / 2)`` predicted by the undamped quadratic model."""
+    total = 0.0
+    for i in range(step.shape[0]):
+        curvature = 0.0
+        for j in range(step.shape[0]):
+            curvature += hessian[i, j] * step[j]
+        total -= step[i] * (gradient[i] + 0.5 * curvature)
+    return total
+
+
+@njit(cache=True, fastmath=CONTRACT)
 def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, tolerance, scratch, found):
     """Maximise the Rician likelihood of one voxel from ``params`` (updated in place).
 
@@ -450,17 +462,20 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
                       trial_hessian)  # fmt: skip
         decrease = nll - trial_nll
         nearly_newton = damping <= _NEWTON_DAMPING
+        # Nielsen's update: relax the damping as far as the quadratic model predicted the
+        # actual decrease well (gain ratio near 1), tighten it where it did not.
+        gain_ratio = decrease / _model_decrease(hessian, gradient, step)
+        damping = max(damping * max(1.0 / 3.0, 1.0 - (2.0 * gain_ratio - 1.0) ** 3), _MIN_DAMPING)
         nll = trial_nll
         params[:] = trial
         gradient[:] = trial_gradient
         hessian[:] = trial_hessian
-        damping = max(damping / 10.0, _MIN_DAMPING)
         if (decrease < tolerance and nearly_newton) or _near_found(params, frame, found):
             return nll, True, iteration + 1
     return nll, False, max_iter
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, scratch):
     """Rician-likelihood grid search with orientation and s0 held fixed.
 
@@ -513,7 +528,7 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
     return best_nll, best_ndi, best_fwf
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def _scratch(tables):
     """Work arrays of one voxel.
 
@@ -533,7 +548,7 @@ def _scratch(tables):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def _fit_from(measured, sigma, odi, ndi, fwf, s0, mu0, tables, max_iter, tolerance, scratch, found):
     """One optimiser run from physical starting values; returns (params, nll, converged, its)."""
     params = np.empty(N_PARAMS)
@@ -549,7 +564,7 @@ def _fit_from(measured, sigma, odi, ndi, fwf, s0, mu0, tables, max_iter, toleran
     return params, nll, converged, iterations
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=CONTRACT)
 def fit_voxels(
     data, sigma, start, directions, n_starts, grid_odi, grid_ndi, grid_fwf, tables,
     max_iter, tolerance,
