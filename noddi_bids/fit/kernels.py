@@ -49,6 +49,8 @@ SAME_OPTIMUM = 1e-2
 _EDGE = 1e-3
 # Rows of the per-measurement work array: g.mu, stick and hindered attenuations, model signal.
 _COS, _STICK, _HINDERED, _MODEL = 0, 1, 2, 3
+# Positions of the orientation rows and of the physical-values buffer in :func:`_scratch`.
+_ORIENTATION, _PHYSICAL_BUFFER = 6, 7
 
 
 @njit(cache=True, fastmath=CONTRACT)
@@ -167,26 +169,30 @@ def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def decode(params, mu0, e1, e2):
-    """Physical parameters (odi, ndi, fwf, mu, s0) from the unconstrained vector."""
+def decode(params, frame, mu):
+    """Physical (odi, ndi, fwf, s0) of the unconstrained vector; writes the orientation to ``mu``.
+
+    Also returns the length of the chart vector ``mu0 + a e1 + b e2`` (for derivatives).
+    Written without array temporaries: it runs at every evaluation of the likelihood.
+    """
+    mu0, e1, e2 = frame
+    for k in range(3):
+        mu[k] = mu0[k] + params[3] * e1[k] + params[4] * e2[k]
+    norm = np.sqrt(mu[0] * mu[0] + mu[1] * mu[1] + mu[2] * mu[2])
+    for k in range(3):
+        mu[k] /= norm
     odi = ODI_MIN + (1.0 - ODI_MIN) * np.sin(params[0]) ** 2
-    ndi = np.sin(params[1]) ** 2
-    fwf = np.sin(params[2]) ** 2
-    v = mu0 + params[3] * e1 + params[4] * e2
-    mu = v / np.sqrt(v @ v)
-    return odi, ndi, fwf, mu, params[5]
+    return odi, np.sin(params[1]) ** 2, np.sin(params[2]) ** 2, params[5], norm
 
 
 @njit(cache=True, fastmath=CONTRACT)
 def physical(params, frame, out):
     """Write (odi, ndi, fwf, s0, mu_x, mu_y, mu_z) of the unconstrained vector to ``out``."""
-    odi, ndi, fwf, mu, s0 = decode(params, *frame)
-    out[0], out[1], out[2], out[3] = odi, ndi, fwf, s0
-    out[4:] = mu
+    out[0], out[1], out[2], out[3], _ = decode(params, frame, out[4:])
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def _near_found(params, frame, found):
+def _near_found(params, frame, found, scratch):
     """Whether ``params`` lie within ``SAME_OPTIMUM`` of a row of ``found`` (:func:`physical`).
 
     Fractions within ``SAME_OPTIMUM``, s0 within that fraction of itself and orientations
@@ -194,7 +200,7 @@ def _near_found(params, frame, found):
     """
     if found.shape[0] == 0:
         return False
-    here = np.empty(N_PHYSICAL)
+    here = scratch[_PHYSICAL_BUFFER]
     physical(params, frame, here)
     for row in range(found.shape[0]):
         near = abs(here[3] - found[row, 3]) < SAME_OPTIMUM * abs(found[row, 3])
@@ -231,7 +237,8 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
     )  # fmt: skip
     (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
      shell, bvals, bvecs, d_par, iso, terms) = tables  # fmt: skip
-    odi, ndi, fwf, mu, s0 = decode(params, mu0, e1, e2)
+    mu, dmu_da, dmu_db = scratch[_ORIENTATION]
+    odi, ndi, fwf, s0, norm = decode(params, frame, mu)
     stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
     cell, weights, slopes = _hermite(odi_nodes, odi)
     e_cos2, de_dodi = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
@@ -277,10 +284,11 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
     dperp_dodi = -d_par * ndi / 2.0 * de_dodi
     daniso_dndi = d_par * (3.0 * e_cos2 - 1.0) / 2.0
     daniso_dodi = 1.5 * d_par * ndi * de_dodi
-    v = mu0 + params[3] * e1 + params[4] * e2
-    norm = np.sqrt(v @ v)
-    dmu_da = (e1 - mu * (mu @ e1)) / norm
-    dmu_db = (e2 - mu * (mu @ e2)) / norm
+    mu_e1 = mu[0] * e1[0] + mu[1] * e1[1] + mu[2] * e1[2]
+    mu_e2 = mu[0] * e2[0] + mu[1] * e2[1] + mu[2] * e2[2]
+    for k in range(3):
+        dmu_da[k] = (e1[k] - mu[k] * mu_e1) / norm
+        dmu_db[k] = (e2[k] - mu[k] * mu_e2) / norm
     tissue_scale = s0 * (1.0 - fwf)
     for m in range(n_meas):
         c = work[_COS, m]
@@ -344,12 +352,14 @@ def _to_unconstrained(params, gradient, hessian):
     whole curvature: with it, a fraction whose optimum lies on its bound gets there in one
     Newton step instead of creeping towards it.
     """
-    scale = np.ones(N_PARAMS)
     spans = (1.0 - ODI_MIN, 1.0, 1.0)
-    bound_curvature = np.zeros(3)
-    for k in range(3):
-        scale[k] = spans[k] * np.sin(2.0 * params[k])
-        bound_curvature[k] = max(gradient[k] * spans[k] * 2.0 * np.cos(2.0 * params[k]), 0.0)
+    scale = (spans[0] * np.sin(2.0 * params[0]), spans[1] * np.sin(2.0 * params[1]),
+             spans[2] * np.sin(2.0 * params[2]), 1.0, 1.0, 1.0)  # fmt: skip
+    bound_curvature = (
+        max(gradient[0] * spans[0] * 2.0 * np.cos(2.0 * params[0]), 0.0),
+        max(gradient[1] * spans[1] * 2.0 * np.cos(2.0 * params[1]), 0.0),
+        max(gradient[2] * spans[2] * 2.0 * np.cos(2.0 * params[2]), 0.0),
+    )
     for i in range(N_PARAMS):
         gradient[i] *= scale[i]
         for j in range(i + 1):
@@ -447,7 +457,8 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
         while damping < _MAX_DAMPING:
             solved = newton if damping == _MIN_DAMPING else False
             if solved or _damped_step(hessian, gradient, damping, step, factor):
-                trial[:] = params + step
+                for k in range(n):
+                    trial[k] = params[k] + step[k]
                 trial_nll = _evaluate(trial, frame, measured, inv_var, tables, scratch,
                                       with_derivatives, trial_gradient, trial_hessian)  # fmt: skip
                 if trial_nll < nll:
@@ -470,7 +481,7 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
         params[:] = trial
         gradient[:] = trial_gradient
         hessian[:] = trial_hessian
-        if (decrease < tolerance and nearly_newton) or _near_found(params, frame, found):
+        if (decrease < tolerance and nearly_newton) or _near_found(params, frame, found, scratch):
             return nll, True, iteration + 1
     return nll, False, max_iter
 
@@ -534,7 +545,8 @@ def _scratch(tables):
 
     Stick coefficients (value, d/dODI), the transposed Jacobian with the likelihood's gradient
     and curvature weights as its last two rows, per-measurement work rows (``_COS`` ...), a
-    signal, and the stick's x-derivative coefficients.
+    signal, the stick's x-derivative coefficients, the orientation and its two derivatives, and
+    a buffer of :func:`physical` values.
     """
     coef = tables[1]
     n_meas = tables[6].shape[0]
@@ -545,6 +557,8 @@ def _scratch(tables):
         np.empty((_MODEL + 1, n_meas)),
         np.empty(n_meas),
         np.empty((coef.shape[0], coef.shape[2])),
+        np.empty((3, 3)),
+        np.empty(N_PHYSICAL),
     )
 
 
