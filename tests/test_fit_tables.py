@@ -4,7 +4,8 @@ import numpy as np
 from scipy import special
 
 from noddi_bids.fit import kernels
-from noddi_bids.fit.bessel import bessel_ratio, log_i0
+from noddi_bids.fit.bessel import bessel_ratio, log_i0, log_i0_split_and_ratio
+from noddi_bids.fit.polynomial import padded, polynomial_value
 from noddi_bids.fit.tables import build_tables
 from noddi_bids.model.noddi import ODI_MIN, noddi_signal
 from noddi_bids.model.scheme import reference_scheme
@@ -16,6 +17,38 @@ def test_bessel_terms_match_scipy():
     ratios = np.array([bessel_ratio(v) for v in z])
     np.testing.assert_allclose(log_values, np.log(special.i0e(z)) + z, atol=1e-10, rtol=1e-14)
     np.testing.assert_allclose(ratios, special.i1e(z) / special.i0e(z), atol=1e-10)
+    together = np.array([log_i0_split_and_ratio(v) for v in z])
+    np.testing.assert_allclose(together[:, 0] - 0.5 * np.log(together[:, 1]), log_values)
+    np.testing.assert_array_equal(together[:, 2], ratios)
+
+
+def _rician_nll_scipy(measured, model, inv_var):
+    z = measured * model * inv_var
+    return np.sum((measured**2 + model**2) * 0.5 * inv_var - np.log(special.i0e(z)) - z)
+
+
+def test_summed_likelihood_matches_scipy_without_overflow():
+    rng = np.random.default_rng(7)
+    measured = np.abs(rng.normal(1.0, 0.3, 81))
+    measured[:3] = 0.0
+    model = measured * rng.uniform(0.8, 1.2, 81)
+    # sigma from 1 down to 1e-7: z up to ~1e14, whose product over 81 terms overflows a double
+    for inv_var in (1.0, 225.0, 1e6, 1e14):
+        exact = _rician_nll_scipy(measured, model, inv_var)
+        np.testing.assert_allclose(kernels.rician_nll(measured, model, inv_var), exact,
+                                   rtol=1e-12, atol=1e-9)  # fmt: skip
+        coarse = kernels.rician_nll(measured, model, inv_var, True)
+        assert abs(coarse - exact) < 1e-4 + 1e-12 * abs(exact)
+
+
+def test_split_polynomial_matches_numpy():
+    rng = np.random.default_rng(8)
+    for n_terms in (1, 4, 7, 13, 21):
+        table = padded(rng.normal(size=(2, n_terms)))
+        for x in (-1.3, -0.2, 0.0, 0.7, 1.0):
+            value = polynomial_value(table, 1, table.shape[1], x)
+            np.testing.assert_allclose(value, np.polynomial.polynomial.polyval(x, table[1]),
+                                       rtol=1e-13, atol=1e-13)  # fmt: skip
 
 
 def test_tabulated_signal_matches_exact_model():
