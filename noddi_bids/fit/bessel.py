@@ -2,9 +2,10 @@
 
 numba cannot call ``scipy.special``, and a ctypes bridge would stop numba from caching the
 compiled kernels, so the two functions the fitter needs are rebuilt from SciPy itself:
-Chebyshev interpolants of ``log(i0e(z))`` and ``I1(z)/I0(z)`` on [0, 2] and [2, 8], and of
-``log(sqrt(z) i0e(z))`` and the ratio in ``16/z - 1`` beyond 8, fitted once at import to SciPy's
-values (absolute error below 1e-10, checked in the tests) and evaluated as power series
+Chebyshev interpolants of ``log(i0e(z))`` and ``I1(z)/I0(z)`` on [0, 2], [2, 4], [4, 8] and
+[8, 16], and of ``log(sqrt(z) i0e(z))`` and the ratio in ``32/z - 1`` beyond 16, fitted once at
+import to SciPy's values (absolute error below 1e-10, checked in the tests; short intervals keep
+the degrees, hence the work per measurement, low) and evaluated as power series
 (:mod:`noddi_bids.fit.polynomial`; the conversion is well conditioned on these intervals).
 Fitting the logarithm directly saves a ``log`` per measurement in the fitter's innermost loop.
 A coarse ``log(I0)`` (error ~1e-6) ranks the starting grid, where only the order matters.
@@ -19,11 +20,15 @@ from scipy import special
 
 from noddi_bids.fit.polynomial import CONTRACT, padded, padded_terms, polynomial_value
 
-#: Chebyshev degrees on [0, 2], [2, 8] and beyond (each ~1e-11 or better).
-_DEGREES = (16, 20, 12)
+#: Interval ends: interpolants on [0, 2], [2, 4], [4, 8], [8, 16] and one beyond 16.
+_BREAKS = np.array([0.0, 2.0, 4.0, 8.0, 16.0])
+#: Chebyshev degrees per interval (each ~3e-12 or better): 16 terms, 8 for the far one.
+_DEGREES = (15, 15, 15, 15, 7)
 #: Degrees of the coarse log(I0) used to rank the grid (each ~1e-6).
-_COARSE_DEGREES = (7, 11, 3)
-_BREAKS = (2.0, 8.0)
+_COARSE_DEGREES = (7, 7, 7, 7, 3)
+_CENTRES = (_BREAKS[1:] + _BREAKS[:-1]) / 2.0
+_INVERSE_HALF_WIDTHS = 2.0 / (_BREAKS[1:] - _BREAKS[:-1])
+_FAR = _BREAKS.size - 1
 
 
 def _log_i0e(z: np.ndarray) -> np.ndarray:
@@ -35,18 +40,18 @@ def _ratio(z: np.ndarray) -> np.ndarray:
 
 
 def _fit(function, far_function, degrees) -> tuple[np.ndarray, np.ndarray]:
-    """Power-series coefficients of ``function`` on the three intervals, one row each.
+    """Power-series coefficients of ``function`` on each interval, one row each.
 
-    The variables are ``z - 1`` on [0, 2], ``(z - 5) / 3`` on [2, 8] and ``16/z - 1`` on
-    (8, inf) (``far_function`` there); the series come from Chebyshev interpolants of the
-    given degrees. Returns the zero-padded table and the terms to evaluate per row.
+    The variable maps each finite interval to [-1, 1]; beyond the last break it is
+    ``2 * 16 / z - 1`` (``far_function`` there). The series come from Chebyshev interpolants of
+    the given degrees. Returns the zero-padded table and the terms to evaluate per row.
     """
-    low, mid = _BREAKS
-    pieces = (
-        Chebyshev.interpolate(function, degrees[0], domain=[0.0, low]),
-        Chebyshev.interpolate(function, degrees[1], domain=[low, mid]),
-        Chebyshev.interpolate(lambda t: far_function(16.0 / (t + 1.0)), degrees[2], [-1, 1]),
-    )
+    pieces = [
+        Chebyshev.interpolate(function, degree, domain=[low, high])
+        for degree, low, high in zip(degrees, _BREAKS[:-1], _BREAKS[1:], strict=False)
+    ]
+    far = 2.0 * _BREAKS[-1]
+    pieces.append(Chebyshev.interpolate(lambda t: far_function(far / (t + 1.0)), degrees[-1]))
     terms = padded_terms(np.asarray(degrees) + 1)
     rows = [Chebyshev(piece.coef).convert(kind=Polynomial).coef for piece in pieces]
     return np.array([padded(row, terms.max()) for row in rows]), terms
@@ -64,11 +69,10 @@ _LOG_I0E_COARSE, _TERMS_COARSE = _fit(_log_i0e, _log_i0e_far, _COARSE_DEGREES)
 @njit(cache=True, inline="always", fastmath=CONTRACT)
 def _piece(z):
     """Which interpolant covers ``z``, and the polynomial variable there."""
-    if z <= _BREAKS[0]:
-        return 0, z - 1.0
-    if z <= _BREAKS[1]:
-        return 1, (z - 5.0) / 3.0
-    return 2, 16.0 / z - 1.0
+    for piece in range(_FAR):
+        if z <= _BREAKS[piece + 1]:
+            return piece, (z - _CENTRES[piece]) * _INVERSE_HALF_WIDTHS[piece]
+    return _FAR, 2.0 * _BREAKS[_FAR] / z - 1.0
 
 
 #: A running product of logarithm arguments is folded into its logarithm beyond this.
@@ -78,7 +82,7 @@ _FOLD = 1e150
 @njit(cache=True, inline="always", fastmath=CONTRACT)
 def _log_i0_split(table, terms, piece, t, z):
     value = polynomial_value(table, piece, terms[piece], t) + z
-    return value, (z if piece == 2 else 1.0)
+    return value, (z if piece == _FAR else 1.0)
 
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)

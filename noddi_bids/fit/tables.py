@@ -32,7 +32,7 @@ N_ODI_INTERVALS = 256
 #: Chebyshev degree used to sample each b-value; trailing negligible terms are dropped.
 MAX_CHEBYSHEV_TERMS = 40
 #: Coefficients below this magnitude (for all ODI) are dropped.
-COEFFICIENT_CUTOFF = 1e-11
+COEFFICIENT_CUTOFF = 1e-10
 #: Central-difference step in ODI for the tabulated derivatives.
 _DERIVATIVE_STEP = 1e-5
 
