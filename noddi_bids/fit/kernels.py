@@ -34,15 +34,13 @@ from noddi_bids.model.noddi import ODI_MIN
 N_PARAMS = 6
 # Values of :func:`physical`: odi, ndi, fwf, s0 and the unit orientation.
 N_PHYSICAL = 7
-# Marquardt damping range; a small improvement only counts as convergence when the step was
-# nearly undamped (a heavily damped step is small because of the damping, not the optimum).
+# Marquardt damping range (relative to the curvature's diagonal).
 _MIN_DAMPING = 1e-9
-_NEWTON_DAMPING = 1e-2
 # Damping after a rejected nearly-undamped step (smaller values change the step too little to
 # be worth another trial).
 _FIRST_DAMPING = 1e-3
 _MAX_DAMPING = 1e12
-# A later start that comes this close (fractions, orientation chart, relative s0) to an optimum
+# A later start that comes this close (fractions, radians, relative s0) to an optimum
 # found from an earlier start stops: it is in the same basin.
 SAME_OPTIMUM = 1e-2
 # Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
@@ -426,8 +424,9 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
     Marquardt damping; a step is kept only if it lowers the negative log-likelihood. The
     derivatives are computed together with the likelihood at each trial point, as nearly every
     trial is accepted. Converged means the quadratic model predicts less than ``tolerance`` of
-    further decrease for an undamped step, or a nearly undamped step lowered the NLL by less
-    than ``tolerance``, or no damped step lowers it any more. A run that comes within
+    further decrease for an undamped step (the Newton decrement), or no damped step lowers the
+    NLL any more. (A small decrease of one step is no sign of convergence: in a curved valley a
+    Newton step gains little far from the optimum.) A run that comes within
     ``SAME_OPTIMUM`` of an optimum ``found`` by an earlier start (rows of :func:`physical`
     values) stops there: it is in that optimum's basin and would end at the same point.
     Returns (nll without the model-free constant, converged, iterations).
@@ -472,7 +471,6 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
             _evaluate(trial, frame, measured, inv_var, tables, scratch, True, trial_gradient,
                       trial_hessian)  # fmt: skip
         decrease = nll - trial_nll
-        nearly_newton = damping <= _NEWTON_DAMPING
         # Nielsen's update: relax the damping as far as the quadratic model predicted the
         # actual decrease well (gain ratio near 1), tighten it where it did not.
         gain_ratio = decrease / _model_decrease(hessian, gradient, step)
@@ -481,7 +479,7 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
         params[:] = trial
         gradient[:] = trial_gradient
         hessian[:] = trial_hessian
-        if (decrease < tolerance and nearly_newton) or _near_found(params, frame, found, scratch):
+        if _near_found(params, frame, found, scratch):
             return nll, True, iteration + 1
     return nll, False, max_iter
 
