@@ -8,7 +8,6 @@ does) to turn that skip into a failure.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import re
@@ -23,10 +22,11 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from slurm_cluster import LocalSlurmCluster, SlurmUnavailable, why_unavailable
 
+from noddi_bids.example import make_block_dataset
+
 pytestmark = pytest.mark.slurm
 
 SHAPE = (12, 12, 4)  # 8 x 8 "brain" voxels per slice inside a background border
-S0 = 1000.0
 SNR = 30.0
 
 
@@ -65,48 +65,6 @@ def test_cluster_runs_srun_and_sbatch(cluster, tmp_path):
     assert out.read_text().strip() == "from-slurm"
 
 
-def make_dataset(root: Path, seed: int = 7) -> Path:
-    """A one-participant BIDS dataset: reference scheme, NODDI signals with Rician noise."""
-    from noddi_bids.model.noddi import noddi_signal
-    from noddi_bids.model.noise import add_rician_noise
-    from noddi_bids.model.scheme import reference_scheme
-
-    rng = np.random.default_rng(seed)
-    scheme = reference_scheme()
-    brain = np.zeros(SHAPE, bool)
-    brain[2:-2, 2:-2, :] = True
-    n = int(brain.sum())
-    direction = rng.standard_normal((n, 3))
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    signal = noddi_signal(
-        rng.uniform(0.1, 0.9, n),
-        rng.uniform(0.2, 0.8, n),
-        rng.uniform(0.0, 0.4, n),
-        direction,
-        scheme.bvals,
-        scheme.bvecs,
-    )
-    data = np.zeros((*SHAPE, scheme.n_measurements))
-    data[brain] = signal
-    data = add_rician_noise(data.reshape(-1, data.shape[-1]), SNR, rng).reshape(data.shape) * S0
-
-    dwi = root / "sub-01" / "dwi"
-    dwi.mkdir(parents=True)
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    affine[:3, 3] = [-12.0, -12.0, -4.0]
-    nb.save(nb.Nifti1Image(data.astype(np.float32), affine), dwi / "sub-01_dwi.nii.gz")
-    np.savetxt(dwi / "sub-01_dwi.bval", scheme.bvals[None], fmt="%g")
-    np.savetxt(dwi / "sub-01_dwi.bvec", scheme.bvecs.T, fmt="%.8f")
-    (dwi / "sub-01_dwi.json").write_text(
-        json.dumps({"EchoTime": 0.083, "RepetitionTime": 5.8, "PhaseEncodingDirection": "j-"})
-    )
-    (root / "dataset_description.json").write_text(
-        json.dumps({"Name": "noddi-bids SLURM test", "BIDSVersion": "1.9.0"})
-    )
-    (root / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\t30\tF\n")
-    return root
-
-
 def run_cli(bids: Path, out: Path, work: Path, extra: list[str], env: dict) -> None:
     cmd = [
         sys.executable,
@@ -141,7 +99,7 @@ def _outputs(root: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 def test_participant_level_on_slurm_equals_multiproc(cluster, tmp_path):
     pytest.importorskip("noddi_bids.cli.run", reason="the noddi-bids CLI is not there yet")
-    bids = make_dataset(tmp_path / "bids")
+    bids = make_block_dataset(tmp_path / "bids", shape=SHAPE, snr=SNR, seed=7)
     env = {**cluster.env, "OMP_NUM_THREADS": "1"}
     # Nipype's SLURM plugin names jobs after $LOGNAME, which a bare CI shell may not set.
     env.setdefault("LOGNAME", pwd.getpwuid(os.getuid()).pw_name)

@@ -7,7 +7,6 @@ be connected after it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from nipype.interfaces.base import (
 )
 
 from noddi_bids import __version__
-from noddi_bids.interfaces.noddi import read_estimate
+from noddi_bids.interfaces.noddi import read_record
 from noddi_bids.io import derivatives as io
 
 #: Sidecar text of each map (``param-`` label -> description, units).
@@ -73,7 +72,7 @@ class WriteReference(SimpleInterface):
 
     def _run_interface(self, runtime):
         inputs = self.inputs
-        qc = _read_json(inputs.qc_file)
+        qc = read_record(inputs.qc_file)
         common = {"Sources": list(inputs.sources), "SoftwareVersion": __version__}
         files = [
             *_write_image(
@@ -113,8 +112,8 @@ class WriteEstimate(SimpleInterface):
 
     def _run_interface(self, runtime):
         inputs = self.inputs
-        record = read_estimate(inputs.estimate_file)
-        qc = _read_json(inputs.qc_file)
+        record = read_record(inputs.estimate_file)
+        qc = read_record(inputs.qc_file)
         files, maps = [], {}
         for name, path in record["maps"].items():
             param = io.PARAM_LABELS[name]
@@ -150,7 +149,7 @@ class WriteTissue(SimpleInterface):
 
     def _run_interface(self, runtime):
         inputs = self.inputs
-        record = _read_json(inputs.tissue_file)
+        record = read_record(inputs.tissue_file)
         details = {key: value for key, value in record.items() if key != "masks"}
         files = []
         for tissue, path in record["masks"].items():
@@ -179,8 +178,3 @@ def _write_image(
     json_path = target.with_name(target.name.removesuffix(".nii.gz") + ".json")
     io.write_json(sidecar, json_path)
     return [str(target), str(json_path)]
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)

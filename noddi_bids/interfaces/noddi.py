@@ -174,7 +174,7 @@ def _save_estimate(
     return {"estimate_file": estimate_file, **outputs}
 
 
-def read_estimate(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read an estimate record written by :class:`NNEstimate` or :class:`MLEEstimate`."""
+def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON work record written by a node (estimate, QC or tissue record)."""
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)

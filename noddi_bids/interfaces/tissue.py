@@ -22,7 +22,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from noddi_bids.interfaces.noddi import read_estimate
+from noddi_bids.interfaces.noddi import read_record
 from noddi_bids.model.scheme import read_scheme
 from noddi_bids.tissue import builtin, synthseg
 from noddi_bids.tissue.stats import PARAMETERS, tissue_table
@@ -182,12 +182,11 @@ class TissueStats(SimpleInterface):
     output_spec = _TissueStatsOutputSpec
 
     def _run_interface(self, runtime):
-        with open(self.inputs.tissue_file, encoding="utf-8") as handle:
-            tissue = json.load(handle)
+        tissue = read_record(self.inputs.tissue_file)
         masks = {t: np.asarray(nib.load(p).dataobj) > 0 for t, p in tissue["masks"].items()}
         maps = {}
         for path in self.inputs.estimate_files:
-            record = read_estimate(path)
+            record = read_record(path)
             maps[record["desc"]] = {
                 p: np.asarray(nib.load(record["maps"][p]).dataobj) for p in PARAMETERS
             }

@@ -12,7 +12,6 @@ Exits non-zero with a message if anything is missing.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -23,9 +22,6 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-SHAPE = (10, 10, 3)
-S0 = 1000.0
-SNR = 30.0
 PARAMS = ("od", "icvf", "isovf")
 
 
@@ -38,43 +34,6 @@ def check_shipped_models() -> None:
     if not models or missing:
         sys.exit(f"smoke test: shipped networks missing: {missing or 'none declared'}")
     print(f"smoke test: shipped networks present: {', '.join(sorted(models))}")
-
-
-def make_dataset(root: Path, seed: int = 0) -> None:
-    """Write a one-participant BIDS dataset with a brain block inside a noise-only border."""
-    from noddi_bids.model.noddi import noddi_signal
-    from noddi_bids.model.noise import add_rician_noise
-    from noddi_bids.model.scheme import reference_scheme, write_scheme
-
-    rng = np.random.default_rng(seed)
-    scheme = reference_scheme()
-    brain = np.zeros(SHAPE, bool)
-    brain[2:-2, 2:-2, :] = True
-    n = int(brain.sum())
-    direction = rng.standard_normal((n, 3))
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    signal = noddi_signal(
-        rng.uniform(0.1, 0.9, n),
-        rng.uniform(0.2, 0.8, n),
-        rng.uniform(0.0, 0.4, n),
-        direction,
-        scheme.bvals,
-        scheme.bvecs,
-    )
-    data = np.zeros((*SHAPE, scheme.n_measurements))
-    data[brain] = signal
-    flat = data.reshape(-1, data.shape[-1])
-    data = add_rician_noise(flat, SNR, rng).reshape(data.shape) * S0
-    dwi = root / "sub-01" / "dwi"
-    dwi.mkdir(parents=True)
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    nb.save(nb.Nifti1Image(data.astype(np.float32), affine), dwi / "sub-01_dwi.nii.gz")
-    write_scheme(scheme, dwi / "sub-01_dwi.bval", dwi / "sub-01_dwi.bvec")
-    (dwi / "sub-01_dwi.json").write_text(json.dumps({"EchoTime": 0.083, "RepetitionTime": 5.8}))
-    (root / "dataset_description.json").write_text(
-        json.dumps({"Name": "noddi-bids image smoke test", "BIDSVersion": "1.9.0"})
-    )
-    (root / "participants.tsv").write_text("participant_id\nsub-01\n")
 
 
 def run_participant(root: Path) -> None:
@@ -119,11 +78,13 @@ def warm_matplotlib() -> None:
 
 def main() -> None:
     """Run the checks in a temporary folder that is removed afterwards."""
+    from noddi_bids.example import make_block_dataset
+
     check_shipped_models()
     warm_matplotlib()
     with tempfile.TemporaryDirectory(prefix="noddi-bids-smoke-") as tmp:
         root = Path(tmp)
-        make_dataset(root / "bids")
+        make_block_dataset(root / "bids")
         run_participant(root)
     for var in ("NUMBA_CACHE_DIR", "MPLCONFIGDIR", "NODDI_BIDS_CACHE"):
         print(f"smoke test: {var}={os.environ.get(var, '(unset)')}")
