@@ -40,9 +40,11 @@ _MIN_DAMPING = 1e-9
 # be worth another trial).
 _FIRST_DAMPING = 1e-3
 _MAX_DAMPING = 1e12
-# A later start that comes this close (fractions, radians, relative s0) to an optimum
-# found from an earlier start stops: it is in the same basin.
+# A later start stops in the basin of an optimum found from an earlier start: when it comes this
+# close to it (fractions, radians, relative s0), or when its Newton step lands this close while
+# it is within _NEWTON_REACH times that distance.
 SAME_OPTIMUM = 1e-2
+_NEWTON_REACH = 5.0
 # Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
 _EDGE = 1e-3
 # Rows of the per-measurement work array: g.mu, stick and hindered attenuations, model signal.
@@ -190,22 +192,22 @@ def physical(params, frame, out):
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def _near_found(params, frame, found, scratch):
-    """Whether ``params`` lie within ``SAME_OPTIMUM`` of a row of ``found`` (:func:`physical`).
+def _near_found(params, frame, found, scratch, distance):
+    """Whether ``params`` lie within ``distance`` of a row of ``found`` (:func:`physical`).
 
-    Fractions within ``SAME_OPTIMUM``, s0 within that fraction of itself and orientations
-    (either sign) within ``SAME_OPTIMUM`` radians.
+    Fractions within ``distance``, s0 within that fraction of itself and orientations (either
+    sign) within ``distance`` radians.
     """
     if found.shape[0] == 0:
         return False
     here = scratch[_PHYSICAL_BUFFER]
     physical(params, frame, here)
     for row in range(found.shape[0]):
-        near = abs(here[3] - found[row, 3]) < SAME_OPTIMUM * abs(found[row, 3])
+        near = abs(here[3] - found[row, 3]) < distance * abs(found[row, 3])
         for k in range(3):
-            near = near and abs(here[k] - found[row, k]) < SAME_OPTIMUM
+            near = near and abs(here[k] - found[row, k]) < distance
         alignment = abs(here[4] * found[row, 4] + here[5] * found[row, 5] + here[6] * found[row, 6])
-        if near and alignment > np.cos(SAME_OPTIMUM):
+        if near and alignment > np.cos(distance):
             return True
     return False
 
@@ -428,7 +430,8 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
     NLL any more. (A small decrease of one step is no sign of convergence: in a curved valley a
     Newton step gains little far from the optimum.) A run that comes within
     ``SAME_OPTIMUM`` of an optimum ``found`` by an earlier start (rows of :func:`physical`
-    values) stops there: it is in that optimum's basin and would end at the same point.
+    values), or whose Newton step lands that close from nearby, stops there: it is in that
+    optimum's basin and would end at the same point.
     Returns (nll without the model-free constant, converged, iterations).
     """
     frame = (mu0, *orientation_frame(mu0))
@@ -451,6 +454,13 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
                 predicted -= 0.5 * gradient[k] * step[k]
             if predicted < tolerance:
                 return nll, True, iteration
+            if found.shape[0] > 0:
+                for k in range(n):
+                    trial[k] = params[k] + step[k]
+                if _near_found(trial, frame, found, scratch, SAME_OPTIMUM) and _near_found(
+                    params, frame, found, scratch, _NEWTON_REACH * SAME_OPTIMUM
+                ):
+                    return nll, True, iteration
         improved = False
         with_derivatives = True
         while damping < _MAX_DAMPING:
@@ -479,7 +489,7 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
         params[:] = trial
         gradient[:] = trial_gradient
         hessian[:] = trial_hessian
-        if _near_found(params, frame, found, scratch):
+        if _near_found(params, frame, found, scratch, SAME_OPTIMUM):
             return nll, True, iteration + 1
     return nll, False, max_iter
 
