@@ -114,8 +114,14 @@ def _hindered_diffusivities(ndi, e_cos2, d_par):
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def stick_coefficients(odi, odi_nodes, coef, coef_dodi, out, out_dodi):
-    """Power-series coefficients of the stick signal at ``odi`` for every b-value (and d/dODI)."""
+def odi_tables(odi, tables, out, out_dodi):
+    """Interpolate the tables at ``odi`` (one set of Hermite weights for all of them).
+
+    Writes the stick's power-series coefficients for every b-value to ``out`` and their
+    ODI-derivatives to ``out_dodi``; returns the Watson mean of ``(mu.n)^2`` and its
+    ODI-derivative.
+    """
+    odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi = tables[:5]
     cell, weights, slopes = _hermite(odi_nodes, odi)
     for shell in range(coef.shape[0]):
         for k in range(coef.shape[2]):
@@ -124,6 +130,7 @@ def stick_coefficients(odi, odi_nodes, coef, coef_dodi, out, out_dodi):
             )
             out[shell, k] = value
             out_dodi[shell, k] = slope
+    return _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
 
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)
@@ -151,20 +158,25 @@ def _unit_signal(ndi, fwf, stick, hindered, free_water):
     return (1.0 - fwf) * (ndi * stick + (1.0 - ndi) * hindered) + fwf * free_water
 
 
+@njit(cache=True, inline="always", fastmath=CONTRACT)
+def _attenuations(m, mu, tables, coef_buf, d_perp_w, anisotropy):
+    """``g.mu`` of measurement ``m`` and its stick and hindered attenuations."""
+    shell, bvals, bvecs, terms = tables[5], tables[6], tables[7], tables[10]
+    c = bvecs[m, 0] * mu[0] + bvecs[m, 1] * mu[1] + bvecs[m, 2] * mu[2]
+    x = c * c
+    stick = polynomial_value(coef_buf, shell[m], terms[shell[m]], x)
+    return c, stick, np.exp(-bvals[m] * (d_perp_w + anisotropy * x))
+
+
 @njit(cache=True, fastmath=CONTRACT)
 def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
     """Signal of one voxel for all measurements (no derivatives), written to ``out``."""
     (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
      shell, bvals, bvecs, d_par, iso, terms) = tables  # fmt: skip
-    stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
-    cell, weights, slopes = _hermite(odi_nodes, odi)
-    e_cos2, _ = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
+    e_cos2, _ = odi_tables(odi, tables, coef_buf, coef_dodi_buf)
     d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
     for m in range(bvals.shape[0]):
-        c = bvecs[m, 0] * mu[0] + bvecs[m, 1] * mu[1] + bvecs[m, 2] * mu[2]
-        x = c * c
-        s_ic = polynomial_value(coef_buf, shell[m], terms[shell[m]], x)
-        s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x))
+        _, s_ic, s_ec = _attenuations(m, mu, tables, coef_buf, d_perp_w, anisotropy)
         out[m] = s0 * _unit_signal(ndi, fwf, s_ic, s_ec, iso[m])
 
 
@@ -239,17 +251,11 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
      shell, bvals, bvecs, d_par, iso, terms) = tables  # fmt: skip
     mu, dmu_da, dmu_db = scratch[_ORIENTATION]
     odi, ndi, fwf, s0, norm = decode(params, frame, mu)
-    stick_coefficients(odi, odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
-    cell, weights, slopes = _hermite(odi_nodes, odi)
-    e_cos2, de_dodi = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
+    e_cos2, de_dodi = odi_tables(odi, tables, coef_buf, coef_dodi_buf)
     d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
     n_meas = bvals.shape[0]
     for m in range(n_meas):
-        c = bvecs[m, 0] * mu[0] + bvecs[m, 1] * mu[1] + bvecs[m, 2] * mu[2]
-        x = c * c
-        k = shell[m]
-        s_ic = polynomial_value(coef_buf, k, terms[k], x)
-        s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x))
+        c, s_ic, s_ec = _attenuations(m, mu, tables, coef_buf, d_perp_w, anisotropy)
         work[_COS, m] = c
         work[_STICK, m] = s_ic
         work[_HINDERED, m] = s_ec
@@ -419,7 +425,9 @@ def _model_decrease(hessian, gradient, step):
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, tolerance, scratch, found):
+def levenberg_marquardt(
+    measured, sigma, params, frame, tables, max_iter, tolerance, scratch, found
+):
     """Maximise the Rician likelihood of one voxel from ``params`` (updated in place).
 
     Newton-type steps with the exact Rician gradient and curvature (see :func:`_evaluate`) and
@@ -432,9 +440,10 @@ def levenberg_marquardt(measured, sigma, params, mu0, tables, max_iter, toleranc
     ``SAME_OPTIMUM`` of an optimum ``found`` by an earlier start (rows of :func:`physical`
     values), or whose Newton step lands that close from nearby, stops there: it is in that
     optimum's basin and would end at the same point.
-    Returns (nll without the model-free constant, converged, iterations).
+    ``frame`` is the starting orientation with the two unit vectors of its chart
+    (:func:`orientation_frame`). Returns (nll without the model-free constant, converged,
+    iterations).
     """
-    frame = (mu0, *orientation_frame(mu0))
     n = N_PARAMS
     inv_var = 1.0 / (sigma * sigma)
     gradient = np.empty(n)
@@ -521,9 +530,7 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
         trial_signal[m] = s0 * iso[m]
     free_water_nll = rician_nll(measured, trial_signal, inv_var, True)
     for i in range(n_odi):
-        stick_coefficients(grid_odi[i], odi_nodes, coef, coef_dodi, coef_buf, coef_dodi_buf)
-        cell, weights, slopes = _hermite(odi_nodes, grid_odi[i])
-        e_cos2, _ = _interpolate(mean_cos2, mean_cos2_dodi, cell, weights, slopes)
+        e_cos2, _ = odi_tables(grid_odi[i], tables, coef_buf, coef_dodi_buf)
         for m in range(n_meas):
             stick[m] = polynomial_value(coef_buf, shell[m], terms[shell[m]], x[m])
         for ndi in grid_ndi:
@@ -571,7 +578,9 @@ def _scratch(tables):
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def _fit_from(measured, sigma, odi, ndi, fwf, s0, mu0, tables, max_iter, tolerance, scratch, found):
+def _fit_from(
+    measured, sigma, odi, ndi, fwf, s0, frame, tables, max_iter, tolerance, scratch, found
+):
     """One optimiser run from physical starting values; returns (params, nll, converged, its)."""
     params = np.empty(N_PARAMS)
     params[0] = encode_fraction(odi, ODI_MIN)
@@ -581,7 +590,7 @@ def _fit_from(measured, sigma, odi, ndi, fwf, s0, mu0, tables, max_iter, toleran
     params[4] = 0.0
     params[5] = s0
     nll, converged, iterations = levenberg_marquardt(
-        measured, sigma, params, mu0, tables, max_iter, tolerance, scratch, found
+        measured, sigma, params, frame, tables, max_iter, tolerance, scratch, found
     )
     return params, nll, converged, iterations
 
@@ -624,8 +633,8 @@ def fit_voxels(
         found = np.empty((len(runs), N_PHYSICAL))
         for run, (odi, ndi, fwf) in enumerate(runs):
             params, run_nll, run_converged, run_iterations = _fit_from(
-                data[i], sigma[i], odi, ndi, fwf, s0, mu0, tables, max_iter, tolerance, scratch,
-                found[:run],
+                data[i], sigma[i], odi, ndi, fwf, s0, frame, tables, max_iter, tolerance,
+                scratch, found[:run],
             )  # fmt: skip
             physical(params, frame, found[run])
             iterations[i] += run_iterations

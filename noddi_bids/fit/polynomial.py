@@ -30,7 +30,7 @@ def padded(coefficients: np.ndarray, length: int | None = None) -> np.ndarray:
     """
     coefficients = np.asarray(coefficients, dtype=np.float64)
     size = coefficients.shape[-1]
-    length = size + (-size % WAYS) if length is None else length
+    length = int(padded_terms(size)) if length is None else length
     pad = [(0, 0)] * (coefficients.ndim - 1) + [(0, length - size)]
     return np.ascontiguousarray(np.pad(coefficients, pad))
 
