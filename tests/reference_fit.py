@@ -13,7 +13,7 @@ from scipy import optimize, special
 
 from noddi_bids.fit import kernels
 from noddi_bids.fit.grid import default_grid
-from noddi_bids.fit.mle import NoddiMLE
+from noddi_bids.fit.tables import build_tables
 from noddi_bids.model.noddi import ODI_MIN, noddi_signal
 
 
@@ -42,8 +42,7 @@ def _angles(vector):
 
 def slow_fit(data, sigma, scheme, rng, n_random=20, n_refine=8):
     """Per-voxel multi-start fit; returns dict of odi, ndi, fwf, direction, s0 arrays."""
-    fitter = NoddiMLE(scheme)
-    tables = fitter.tables.packed()
+    tables = build_tables(scheme.bvals, scheme.bvecs).packed()
     scratch = kernels._scratch(tables)
     buffer = np.empty(scheme.bvals.shape[0])
     b0 = scheme.b0_mask

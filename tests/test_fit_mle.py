@@ -7,7 +7,7 @@ from reference_fit import exact_log_likelihood, slow_fit
 from noddi_bids.fit.mle import NoddiMLE, estimate_sigma
 from noddi_bids.model.noddi import noddi_signal
 from noddi_bids.model.noise import add_rician_noise
-from noddi_bids.model.scheme import reference_scheme
+from noddi_bids.model.scheme import Scheme, reference_scheme
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,20 @@ def test_chunking_does_not_change_results(scheme):
     whole = NoddiMLE(scheme).fit(data, sigma=1 / 15)
     chunked = NoddiMLE(scheme, chunk_size=7).fit(data, sigma=1 / 15)
     np.testing.assert_allclose(chunked.parameters, whole.parameters, atol=1e-12)
+
+
+def test_measurement_order_does_not_change_results(fitter, scheme):
+    # the fitter orders the measurements by b-value itself
+    rng = np.random.default_rng(6)
+    truth = _voxels(rng, 40)
+    data = add_rician_noise(_signals(truth, scheme), 15, rng)
+    order = rng.permutation(scheme.n_measurements)
+    shuffled = NoddiMLE(Scheme(scheme.bvals[order], scheme.bvecs[order]))
+    for init in (None, truth):
+        fit = fitter.fit(data, sigma=1 / 15, init=init)
+        refit = shuffled.fit(data[:, order], sigma=1 / 15, init=init)
+        np.testing.assert_allclose(refit.log_likelihood, fit.log_likelihood, atol=1e-9)
+        np.testing.assert_allclose(refit.parameters, fit.parameters, atol=1e-6)
 
 
 def test_sigma_estimated_from_b0_images(scheme):

@@ -1,6 +1,7 @@
 """Fitter building blocks: Bessel interpolants and compartment tables against exact values."""
 
 import numpy as np
+import pytest
 from scipy import special
 
 from noddi_bids.fit import kernels
@@ -8,7 +9,7 @@ from noddi_bids.fit.bessel import bessel_ratio, log_i0, log_i0_split_and_ratio
 from noddi_bids.fit.polynomial import padded, polynomial_value
 from noddi_bids.fit.tables import build_tables
 from noddi_bids.model.noddi import ODI_MIN, noddi_signal
-from noddi_bids.model.scheme import reference_scheme
+from noddi_bids.model.scheme import Scheme, reference_scheme
 
 
 def test_bessel_terms_match_scipy():
@@ -37,8 +38,11 @@ def test_summed_likelihood_matches_scipy_without_overflow():
         exact = _rician_nll_scipy(measured, model, inv_var)
         np.testing.assert_allclose(kernels.rician_nll(measured, model, inv_var), exact,
                                    rtol=1e-12, atol=1e-9)  # fmt: skip
-        coarse = kernels.rician_nll(measured, model, inv_var, True)
+        coarse = kernels.rician_nll_coarse(measured, model, inv_var)
         assert abs(coarse - exact) < 1e-4 + 1e-12 * abs(exact)
+        tail = _rician_nll_scipy(measured[30:], model[30:], inv_var)
+        coarse_tail = kernels.rician_nll_coarse(measured, model, inv_var, 30)
+        assert abs(coarse_tail - tail) < 1e-4 + 1e-12 * abs(tail)
 
 
 def test_split_polynomial_matches_numpy():
@@ -51,9 +55,22 @@ def test_split_polynomial_matches_numpy():
                                        rtol=1e-13, atol=1e-13)  # fmt: skip
 
 
-def test_tabulated_signal_matches_exact_model():
+def _sorted_with_low_b(scheme):
+    """The scheme ordered by b-value (as the fitter orders it), one b = 0 made b = 5."""
+    order = np.argsort(scheme.bvals, kind="stable")
+    bvals = scheme.bvals[order].copy()
+    bvals[scheme.n_b0 - 1] = 5.0
+    return Scheme(bvals, scheme.bvecs[order])
+
+
+@pytest.mark.parametrize("ordering", ["acquired", "sorted"])
+def test_tabulated_signal_matches_exact_model(ordering):
     scheme = reference_scheme()
+    if ordering == "sorted":
+        scheme = _sorted_with_low_b(scheme)
     tables = build_tables(scheme.bvals, scheme.bvecs)
+    # only exact b = 0 measurements skip the model (b = 5 is attenuated)
+    assert tables.leading_b0 == (1 if ordering == "acquired" else scheme.n_b0 - 1)
     packed = tables.packed()
     rng = np.random.default_rng(3)
     odi = np.concatenate([[ODI_MIN, 1.0, 0.011, 0.5], rng.uniform(ODI_MIN, 1, 60)])

@@ -8,7 +8,9 @@ import to SciPy's values (absolute error below 1e-10, checked in the tests; shor
 the degrees, hence the work per measurement, low) and evaluated as power series
 (:mod:`noddi_bids.fit.polynomial`; the conversion is well conditioned on these intervals).
 Fitting the logarithm directly saves a ``log`` per measurement in the fitter's innermost loop.
-A coarse ``log(I0)`` (error ~1e-6) ranks the starting grid, where only the order matters.
+A coarse ``log(I0)`` (error below 1e-6) ranks the starting grid, where only the order matters:
+one interpolant on [0, 16] and one beyond, both evaluated and one selected without a branch, so
+that the grid's loop over measurements runs in SIMD lanes.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from noddi_bids.fit.polynomial import CONTRACT, padded, padded_terms, polynomial
 _BREAKS = np.array([0.0, 2.0, 4.0, 8.0, 16.0])
 #: Chebyshev degrees per interval (each ~3e-12 or better): 16 terms, 8 for the far one.
 _DEGREES = (15, 15, 15, 15, 7)
-#: Degrees of the coarse log(I0) used to rank the grid (each ~1e-6).
-_COARSE_DEGREES = (7, 7, 7, 7, 3)
+#: Degrees of the coarse log(I0) on [0, 16] and beyond (5e-7 and 2e-8).
+_COARSE_NEAR_DEGREE, _COARSE_FAR_DEGREE = 23, 3
 _CENTRES = (_BREAKS[1:] + _BREAKS[:-1]) / 2.0
 _INVERSE_HALF_WIDTHS = 2.0 / (_BREAKS[1:] - _BREAKS[:-1])
 _FAR = _BREAKS.size - 1
@@ -50,11 +52,21 @@ def _fit(function, far_function, degrees) -> tuple[np.ndarray, np.ndarray]:
         Chebyshev.interpolate(function, degree, domain=[low, high])
         for degree, low, high in zip(degrees, _BREAKS[:-1], _BREAKS[1:], strict=False)
     ]
-    far = 2.0 * _BREAKS[-1]
-    pieces.append(Chebyshev.interpolate(lambda t: far_function(far / (t + 1.0)), degrees[-1]))
+    pieces.append(_far_interpolant(far_function, degrees[-1]))
     terms = padded_terms(np.asarray(degrees) + 1)
     rows = [Chebyshev(piece.coef).convert(kind=Polynomial).coef for piece in pieces]
     return np.array([padded(row, terms.max()) for row in rows]), terms
+
+
+def _far_interpolant(far_function, degree: int) -> Chebyshev:
+    """Chebyshev interpolant beyond the last break, in ``t = 2 * 16 / z - 1``."""
+    far = 2.0 * _BREAKS[-1]
+    return Chebyshev.interpolate(lambda t: far_function(far / (t + 1.0)), degree)
+
+
+def _as_row(piece: Chebyshev) -> np.ndarray:
+    """Power series of an interpolant in its window variable, as a padded (1, K) table."""
+    return padded(Chebyshev(piece.coef).convert(kind=Polynomial).coef)[None, :]
 
 
 def _log_i0e_far(z: np.ndarray) -> np.ndarray:
@@ -63,7 +75,13 @@ def _log_i0e_far(z: np.ndarray) -> np.ndarray:
 
 _LOG_I0E, _TERMS = _fit(_log_i0e, _log_i0e_far, _DEGREES)
 _RATIO, _ = _fit(_ratio, _ratio, _DEGREES)
-_LOG_I0E_COARSE, _TERMS_COARSE = _fit(_log_i0e, _log_i0e_far, _COARSE_DEGREES)
+_NEAR_COARSE = _as_row(
+    Chebyshev.interpolate(_log_i0e, _COARSE_NEAR_DEGREE, domain=[0.0, _BREAKS[-1]])
+)
+_FAR_COARSE = _as_row(_far_interpolant(_log_i0e_far, _COARSE_FAR_DEGREE))
+#: Cap on the coarse logarithm argument: products of 16 stay finite (z beyond it means an SNR
+#: over 1e9, and only shifts the ranking's constant).
+_COARSE_CAP = 1e19
 
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)
@@ -117,9 +135,15 @@ def log_i0_split(z):
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)
 def log_i0_split_coarse(z):
-    """:func:`log_i0_split` to ~1e-6, for ranking candidates."""
-    piece, t = _piece(z)
-    return _log_i0_split(_LOG_I0E_COARSE, _TERMS_COARSE, piece, t, z)
+    """:func:`log_i0_split` to better than 1e-6, without branches (for ranking candidates).
+
+    The argument is capped at 1e19 (see ``_COARSE_CAP``).
+    """
+    near = polynomial_value(_NEAR_COARSE, 0, _NEAR_COARSE.shape[1], z * (2.0 / _BREAKS[-1]) - 1.0)
+    far_t = 2.0 * _BREAKS[-1] / max(z, _BREAKS[-1]) - 1.0
+    far = polynomial_value(_FAR_COARSE, 0, _FAR_COARSE.shape[1], far_t)
+    is_far = z > _BREAKS[-1]
+    return (far if is_far else near) + z, (min(z, _COARSE_CAP) if is_far else 1.0)
 
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)

@@ -45,6 +45,9 @@ _MAX_DAMPING = 1e12
 # it is within _NEWTON_REACH times that distance.
 SAME_OPTIMUM = 1e-2
 _NEWTON_REACH = 5.0
+# Largest per-iteration contraction assumed when extrapolating the remaining gain (see
+# :func:`_remaining_gain`).
+_MAX_CONTRACTION = 0.9
 # Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
 _EDGE = 1e-3
 # Rows of the per-measurement work array: g.mu, stick and hindered attenuations, model signal.
@@ -54,11 +57,8 @@ _ORIENTATION, _PHYSICAL_BUFFER = 6, 7
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def rician_nll(measured, model, inv_var, coarse=False):
-    """Negative Rician log-likelihood of one voxel, less the model-free ``sum log(m/sigma^2)``.
-
-    ``coarse`` uses the ~1e-6 accurate ``log(I0)``, enough to rank candidates.
-    """
+def rician_nll(measured, model, inv_var):
+    """Negative Rician log-likelihood of one voxel, less the model-free ``sum log(m/sigma^2)``."""
     total = 0.0
     product = 1.0
     log_sum = 0.0
@@ -66,10 +66,38 @@ def rician_nll(measured, model, inv_var, coarse=False):
         x = measured[m]
         s = model[m]
         z = x * s * inv_var
-        value, argument = log_i0_split_coarse(z) if coarse else log_i0_split(z)
+        value, argument = log_i0_split(z)
         total += (x * x + s * s) * 0.5 * inv_var - value
         product, log_sum = multiply_folding(product, log_sum, argument)
     return total + 0.5 * (log_sum + np.log(product))
+
+
+#: Measurements per block of the coarse likelihood (one logarithm per block).
+_COARSE_BLOCK = 16
+
+
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def rician_nll_coarse(measured, model, inv_var, first=0):
+    """:func:`rician_nll` to ~1e-6 per measurement, over the measurements from ``first`` on.
+
+    For ranking candidates: branch-free, with reassociated sums, so that the loop over the
+    measurements runs in SIMD lanes; the logarithm arguments are multiplied in blocks (one
+    logarithm per block; each argument is below 1e19, so a block cannot overflow).
+    """
+    n_meas = measured.shape[0]
+    total = 0.0
+    log_sum = 0.0
+    for block in range(first, n_meas, _COARSE_BLOCK):
+        product = 1.0
+        for m in range(block, min(block + _COARSE_BLOCK, n_meas)):
+            x = measured[m]
+            s = model[m]
+            z = x * s * inv_var
+            value, argument = log_i0_split_coarse(z)
+            total += (x * x + s * s) * 0.5 * inv_var - value
+            product *= argument
+        log_sum += np.log(product)
+    return total + 0.5 * log_sum
 
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)
@@ -172,10 +200,12 @@ def _attenuations(m, mu, tables, coef_buf, d_perp_w, anisotropy):
 def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
     """Signal of one voxel for all measurements (no derivatives), written to ``out``."""
     (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
-     shell, bvals, bvecs, d_par, iso, terms) = tables  # fmt: skip
+     shell, bvals, bvecs, d_par, iso, terms, lead) = tables  # fmt: skip
     e_cos2, _ = odi_tables(odi, tables, coef_buf, coef_dodi_buf)
     d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
-    for m in range(bvals.shape[0]):
+    for m in range(lead):
+        out[m] = s0
+    for m in range(lead, bvals.shape[0]):
         _, s_ic, s_ec = _attenuations(m, mu, tables, coef_buf, d_perp_w, anisotropy)
         out[m] = s0 * _unit_signal(ndi, fwf, s_ic, s_ec, iso[m])
 
@@ -248,13 +278,15 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
         scratch[0], scratch[1], scratch[2], scratch[3], scratch[5]
     )  # fmt: skip
     (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
-     shell, bvals, bvecs, d_par, iso, terms) = tables  # fmt: skip
+     shell, bvals, bvecs, d_par, iso, terms, lead) = tables  # fmt: skip
     mu, dmu_da, dmu_db = scratch[_ORIENTATION]
     odi, ndi, fwf, s0, norm = decode(params, frame, mu)
     e_cos2, de_dodi = odi_tables(odi, tables, coef_buf, coef_dodi_buf)
     d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
     n_meas = bvals.shape[0]
-    for m in range(n_meas):
+    for m in range(lead):
+        work[_MODEL, m] = s0
+    for m in range(lead, n_meas):
         c, s_ic, s_ec = _attenuations(m, mu, tables, coef_buf, d_perp_w, anisotropy)
         work[_COS, m] = c
         work[_STICK, m] = s_ic
@@ -296,7 +328,7 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
         dmu_da[k] = (e1[k] - mu[k] * mu_e1) / norm
         dmu_db[k] = (e2[k] - mu[k] * mu_e2) / norm
     tissue_scale = s0 * (1.0 - fwf)
-    for m in range(n_meas):
+    for m in range(lead, n_meas):
         c = work[_COS, m]
         x = c * c
         k = shell[m]
@@ -332,7 +364,8 @@ def _normal_equations(jac, gradient, hessian):
 
     ``jac`` holds the Jacobian transposed (parameters x measurements) with the weights ``g``
     and ``w`` as its last two rows. Each entry is a dot product over the measurements;
-    reassociation lets the compiler vectorise them.
+    reassociation lets the compiler vectorise them (all of them: a loop starting after the
+    b = 0 measurements measured a third slower than including their constant columns).
     """
     n_meas = jac.shape[1]
     for i in range(N_PARAMS):
@@ -425,6 +458,21 @@ def _model_decrease(hessian, gradient, step):
 
 
 @njit(cache=True, fastmath=CONTRACT)
+def _remaining_gain(last, previous):
+    """Gain still to come if the last two decreases continue geometrically.
+
+    Where Gauss-Newton converges only linearly (its curvature misses the residuals' term, as
+    in flat valleys), the Newton decrement underestimates the remaining gain; the observed
+    contraction ``last / previous`` (at most ``_MAX_CONTRACTION``) does not. Zero before two
+    steps.
+    """
+    if previous == np.inf:
+        return 0.0
+    contraction = min(last / previous, _MAX_CONTRACTION)
+    return last * contraction / (1.0 - contraction)
+
+
+@njit(cache=True, fastmath=CONTRACT)
 def levenberg_marquardt(
     measured, sigma, params, frame, tables, max_iter, tolerance, scratch, found
 ):
@@ -434,9 +482,10 @@ def levenberg_marquardt(
     Marquardt damping; a step is kept only if it lowers the negative log-likelihood. The
     derivatives are computed together with the likelihood at each trial point, as nearly every
     trial is accepted. Converged means the quadratic model predicts less than ``tolerance`` of
-    further decrease for an undamped step (the Newton decrement), or no damped step lowers the
-    NLL any more. (A small decrease of one step is no sign of convergence: in a curved valley a
-    Newton step gains little far from the optimum.) A run that comes within
+    further decrease for an undamped step (the Newton decrement) and so do the last two
+    decreases continued geometrically (:func:`_remaining_gain`), or no damped step lowers the
+    NLL any more. (A small decrease of one step alone is no sign of convergence: in a curved
+    valley a Newton step gains little far from the optimum.) A run that comes within
     ``SAME_OPTIMUM`` of an optimum ``found`` by an earlier start (rows of :func:`physical`
     values), or whose Newton step lands that close from nearby, stops there: it is in that
     optimum's basin and would end at the same point.
@@ -454,6 +503,8 @@ def levenberg_marquardt(
     step = np.empty(n)
     trial = np.empty(n)
     damping = _MIN_DAMPING
+    last_decrease = np.inf
+    previous_decrease = np.inf
     nll = _evaluate(params, frame, measured, inv_var, tables, scratch, True, gradient, hessian)
     for iteration in range(max_iter):
         newton = _damped_step(hessian, gradient, _MIN_DAMPING, step, factor)
@@ -461,7 +512,8 @@ def levenberg_marquardt(
             predicted = 0.0
             for k in range(n):
                 predicted -= 0.5 * gradient[k] * step[k]
-            if predicted < tolerance:
+            remaining = _remaining_gain(last_decrease, previous_decrease)
+            if predicted < tolerance and remaining < tolerance:
                 return nll, True, iteration
             if found.shape[0] > 0:
                 for k in range(n):
@@ -490,6 +542,8 @@ def levenberg_marquardt(
             _evaluate(trial, frame, measured, inv_var, tables, scratch, True, trial_gradient,
                       trial_hessian)  # fmt: skip
         decrease = nll - trial_nll
+        previous_decrease = last_decrease
+        last_decrease = decrease
         # Nielsen's update: relax the damping as far as the quadratic model predicted the
         # actual decrease well (gain ratio near 1), tighten it where it did not.
         gain_ratio = decrease / _model_decrease(hessian, gradient, step)
@@ -512,41 +566,42 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
     coarse one (ranking only). Grid points with NDI = 0 are skipped: without neurites, ODI and
     orientation have no effect, so they would tie across all ODI hypotheses (and win wherever
     neurite density is low) without telling them apart; the optimiser still reaches NDI = 0
-    from the others. Combinations with FWF = 1 (pure free water) are evaluated once.
+    from the others. Combinations with FWF = 1 (pure free water) are evaluated once. The
+    b = 0 measurements, whose signal is s0 at every grid point, are left out of the ranking.
     """
     coef_buf, coef_dodi_buf, work, trial_signal = scratch[0], scratch[1], scratch[3], scratch[4]
     x, stick, tissue = work[_COS], work[_STICK], work[_HINDERED]
     (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
-     shell, bvals, bvecs, d_par, iso, terms) = tables  # fmt: skip
+     shell, bvals, bvecs, d_par, iso, terms, lead) = tables  # fmt: skip
     n_meas = bvals.shape[0]
     inv_var = 1.0 / (sigma * sigma)
     n_odi = grid_odi.shape[0]
     best_nll = np.full(n_odi, np.inf)
     best_ndi = np.zeros(n_odi)
     best_fwf = np.zeros(n_odi)
-    for m in range(n_meas):
+    for m in range(lead, n_meas):
         c = bvecs[m, 0] * mu0[0] + bvecs[m, 1] * mu0[1] + bvecs[m, 2] * mu0[2]
         x[m] = c * c
         trial_signal[m] = s0 * iso[m]
-    free_water_nll = rician_nll(measured, trial_signal, inv_var, True)
+    free_water_nll = rician_nll_coarse(measured, trial_signal, inv_var, lead)
     for i in range(n_odi):
         e_cos2, _ = odi_tables(grid_odi[i], tables, coef_buf, coef_dodi_buf)
-        for m in range(n_meas):
+        for m in range(lead, n_meas):
             stick[m] = polynomial_value(coef_buf, shell[m], terms[shell[m]], x[m])
         for ndi in grid_ndi:
             if ndi <= 0.0:
                 continue
             d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
-            for m in range(n_meas):
+            for m in range(lead, n_meas):
                 s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x[m]))
                 tissue[m] = ndi * stick[m] + (1.0 - ndi) * s_ec
             for fwf in grid_fwf:
                 if fwf >= 1.0:
                     nll = free_water_nll
                 else:
-                    for m in range(n_meas):
+                    for m in range(lead, n_meas):
                         trial_signal[m] = s0 * ((1.0 - fwf) * tissue[m] + fwf * iso[m])
-                    nll = rician_nll(measured, trial_signal, inv_var, True)
+                    nll = rician_nll_coarse(measured, trial_signal, inv_var, lead)
                 if nll < best_nll[i]:
                     best_nll[i] = nll
                     best_ndi[i] = ndi
@@ -565,10 +620,14 @@ def _scratch(tables):
     """
     coef = tables[1]
     n_meas = tables[6].shape[0]
+    jac = np.empty((N_PARAMS + 2, n_meas))
+    # The b = 0 measurements' Jacobian columns: their signal is s0.
+    jac[: N_PARAMS - 1, : tables[11]] = 0.0
+    jac[N_PARAMS - 1, : tables[11]] = 1.0
     return (
         np.empty((coef.shape[0], coef.shape[2])),
         np.empty((coef.shape[0], coef.shape[2])),
-        np.empty((N_PARAMS + 2, n_meas)),
+        jac,
         np.empty((_MODEL + 1, n_meas)),
         np.empty(n_meas),
         np.empty((coef.shape[0], coef.shape[2])),

@@ -61,6 +61,10 @@ class SignalTables:
         Unit gradient directions.
     d_par, d_iso : float
         Diffusivities, mm^2/s.
+    leading_b0 : int
+        Number of leading measurements with b = 0 exactly: their signal is s0 whatever the
+        other parameters, so the kernels skip the model there (the fitter orders the
+        measurements by b-value, so that all b = 0 measurements lead).
     """
 
     odi_nodes: np.ndarray
@@ -74,6 +78,7 @@ class SignalTables:
     bvecs: np.ndarray
     d_par: float
     d_iso: float
+    leading_b0: int
 
     @property
     def iso_signal(self) -> np.ndarray:
@@ -94,6 +99,7 @@ class SignalTables:
             self.d_par,
             self.iso_signal,
             self.stick_terms,
+            self.leading_b0,
         )
 
 
@@ -188,4 +194,5 @@ def build_tables(
         bvecs=np.asarray(bvecs, dtype=np.float64),
         d_par=float(d_par),
         d_iso=float(d_iso),
+        leading_b0=bvals.size - np.trim_zeros(bvals, "f").size,
     )
