@@ -48,6 +48,9 @@ _NEWTON_REACH = 5.0
 # Largest per-iteration contraction assumed when extrapolating the remaining gain (see
 # :func:`_remaining_gain`).
 _MAX_CONTRACTION = 0.9
+# A run whose Newton decrement is below this many tolerances checks the gain of its next step
+# before paying for derivatives there: it is most likely the last.
+_FINAL_STEP = 3.0
 # Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
 _EDGE = 1e-3
 # Rows of the per-measurement work array: g.mu, stick and hindered attenuations, model signal.
@@ -485,7 +488,10 @@ def levenberg_marquardt(
     further decrease for an undamped step (the Newton decrement) and so do the last two
     decreases continued geometrically (:func:`_remaining_gain`), or no damped step lowers the
     NLL any more. (A small decrease of one step alone is no sign of convergence: in a curved
-    valley a Newton step gains little far from the optimum.) A run that comes within
+    valley a Newton step gains little far from the optimum.) A run whose Newton decrement is
+    within ``_FINAL_STEP`` tolerances evaluates its next trial without derivatives, and stops
+    there if that step gained as little and the extrapolated gain is below ``tolerance``. A
+    run that comes within
     ``SAME_OPTIMUM`` of an optimum ``found`` by an earlier start (rows of :func:`physical`
     values), or whose Newton step lands that close from nearby, stops there: it is in that
     optimum's basin and would end at the same point.
@@ -508,6 +514,7 @@ def levenberg_marquardt(
     nll = _evaluate(params, frame, measured, inv_var, tables, scratch, True, gradient, hessian)
     for iteration in range(max_iter):
         newton = _damped_step(hessian, gradient, _MIN_DAMPING, step, factor)
+        predicted = np.inf
         if newton:
             predicted = 0.0
             for k in range(n):
@@ -523,7 +530,8 @@ def levenberg_marquardt(
                 ):
                     return nll, True, iteration
         improved = False
-        with_derivatives = True
+        final_guess = newton and predicted < _FINAL_STEP * tolerance
+        with_derivatives = not final_guess
         while damping < _MAX_DAMPING:
             solved = newton if damping == _MIN_DAMPING else False
             if solved or _damped_step(hessian, gradient, damping, step, factor):
@@ -538,10 +546,17 @@ def levenberg_marquardt(
             damping = max(10.0 * damping, _FIRST_DAMPING)
         if not improved:
             return nll, True, iteration
+        decrease = nll - trial_nll
+        if (
+            final_guess
+            and decrease < _FINAL_STEP * tolerance
+            and _remaining_gain(decrease, last_decrease) < tolerance
+        ):
+            params[:] = trial
+            return trial_nll, True, iteration + 1
         if not with_derivatives:
             _evaluate(trial, frame, measured, inv_var, tables, scratch, True, trial_gradient,
                       trial_hessian)  # fmt: skip
-        decrease = nll - trial_nll
         previous_decrease = last_decrease
         last_decrease = decrease
         # Nielsen's update: relax the damping as far as the quadratic model predicted the
