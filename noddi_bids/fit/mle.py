@@ -103,9 +103,9 @@ class NoddiMLE:
     max_iter : int
         Levenberg-Marquardt iteration limit per voxel.
     tolerance : float
-        Stop when the optimiser's quadratic model predicts a log-likelihood gain below this
-        (1e-5 leaves 0.17 % of voxels more than 1e-3 below a fit converged to 1e-10; see
-        docs/benchmarks.md).
+        Stop when the optimiser's quadratic model predicts a log-likelihood gain below this and
+        so do its last two gains continued geometrically (1e-4 leaves 0.26 % of voxels more than
+        1e-3 below a fit converged to 1e-10; see docs/model.md).
     chunk_size : int
         Voxels solved together (bounds memory).
     n_threads : int, optional
