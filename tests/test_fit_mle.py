@@ -103,13 +103,20 @@ def test_chunking_does_not_change_results(scheme):
     np.testing.assert_allclose(chunked.parameters, whole.parameters, atol=1e-12)
 
 
-def test_measurement_order_does_not_change_results(fitter, scheme):
-    # the fitter orders the measurements by b-value itself
+@pytest.mark.parametrize("low_b", [0.0, 5.0])
+def test_measurement_order_does_not_change_results(scheme, low_b):
+    # the fitter orders the measurements by b-value itself; b = 0 volumes recorded as b = 5
+    # are modelled, not skipped (two of them here, the others exactly 0)
     rng = np.random.default_rng(6)
+    bvals = scheme.bvals.copy()
+    bvals[np.flatnonzero(bvals == 0)[:2]] = low_b
+    scheme = Scheme(bvals, scheme.bvecs)
     truth = _voxels(rng, 40)
     data = add_rician_noise(_signals(truth, scheme), 15, rng)
     order = rng.permutation(scheme.n_measurements)
+    fitter = NoddiMLE(scheme)
     shuffled = NoddiMLE(Scheme(scheme.bvals[order], scheme.bvecs[order]))
+    assert fitter.tables.leading_b0 == (scheme.n_b0 if low_b == 0 else scheme.n_b0 - 2)
     for init in (None, truth):
         fit = fitter.fit(data, sigma=1 / 15, init=init)
         refit = shuffled.fit(data[:, order], sigma=1 / 15, init=init)

@@ -5,7 +5,14 @@ import pytest
 from scipy import special
 
 from noddi_bids.fit import kernels
-from noddi_bids.fit.bessel import bessel_ratio, log_i0, log_i0_split_and_ratio
+from noddi_bids.fit.bessel import (
+    COARSE_BLOCK,
+    COARSE_CAP,
+    bessel_ratio,
+    log_i0,
+    log_i0_split_and_ratio,
+    log_i0_split_coarse,
+)
 from noddi_bids.fit.polynomial import padded, polynomial_value
 from noddi_bids.fit.tables import build_tables
 from noddi_bids.model.noddi import ODI_MIN, noddi_signal
@@ -21,6 +28,20 @@ def test_bessel_terms_match_scipy():
     together = np.array([log_i0_split_and_ratio(v) for v in z])
     np.testing.assert_allclose(together[:, 0] - 0.5 * np.log(together[:, 1]), log_values)
     np.testing.assert_array_equal(together[:, 2], ratios)
+
+
+def test_coarse_log_i0_matches_scipy():
+    edge = 16.0  # where the two branch-free interpolants meet
+    z = np.concatenate([[0.0, np.nextafter(edge, 0), edge, np.nextafter(edge, 32)],
+                        np.geomspace(1e-8, 1e18, 3000), np.linspace(0, 40, 4001)])  # fmt: skip
+    coarse = np.array([log_i0_split_coarse(v) for v in z])
+    np.testing.assert_allclose(coarse[:, 0] - 0.5 * np.log(coarse[:, 1]),
+                               np.log(special.i0e(z)) + z, atol=1e-6, rtol=1e-15)  # fmt: skip
+    # beyond the cap (SNR ~3e9) the argument is capped, so that blocks of products stay finite
+    value, argument = log_i0_split_coarse(1e21)
+    assert argument == COARSE_CAP and np.isfinite(value)
+    ones = np.ones(2 * COARSE_BLOCK)
+    assert np.isfinite(kernels.rician_nll_coarse(ones, ones, 1e21))
 
 
 def _rician_nll_scipy(measured, model, inv_var):

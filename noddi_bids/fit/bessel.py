@@ -54,8 +54,7 @@ def _fit(function, far_function, degrees) -> tuple[np.ndarray, np.ndarray]:
     ]
     pieces.append(_far_interpolant(far_function, degrees[-1]))
     terms = padded_terms(np.asarray(degrees) + 1)
-    rows = [Chebyshev(piece.coef).convert(kind=Polynomial).coef for piece in pieces]
-    return np.array([padded(row, terms.max()) for row in rows]), terms
+    return np.concatenate([_as_row(piece, terms.max()) for piece in pieces]), terms
 
 
 def _far_interpolant(far_function, degree: int) -> Chebyshev:
@@ -64,9 +63,9 @@ def _far_interpolant(far_function, degree: int) -> Chebyshev:
     return Chebyshev.interpolate(lambda t: far_function(far / (t + 1.0)), degree)
 
 
-def _as_row(piece: Chebyshev) -> np.ndarray:
-    """Power series of an interpolant in its window variable, as a padded (1, K) table."""
-    return padded(Chebyshev(piece.coef).convert(kind=Polynomial).coef)[None, :]
+def _as_row(piece: Chebyshev, length: int | None = None) -> np.ndarray:
+    """Power series of an interpolant in its window variable, as a zero-padded (1, K) table."""
+    return padded(Chebyshev(piece.coef).convert(kind=Polynomial).coef, length)[None, :]
 
 
 def _log_i0e_far(z: np.ndarray) -> np.ndarray:
@@ -79,9 +78,12 @@ _NEAR_COARSE = _as_row(
     Chebyshev.interpolate(_log_i0e, _COARSE_NEAR_DEGREE, domain=[0.0, _BREAKS[-1]])
 )
 _FAR_COARSE = _as_row(_far_interpolant(_log_i0e_far, _COARSE_FAR_DEGREE))
-#: Cap on the coarse logarithm argument: products of 16 stay finite (z beyond it means an SNR
-#: over 1e9, and only shifts the ranking's constant).
-_COARSE_CAP = 1e19
+#: Cap on the coarse logarithm argument, so that products of ``COARSE_BLOCK`` of them stay
+#: finite. Beyond it (an SNR over ~3e9) the coarse ``log(I0)`` errs by ``log(z / cap) / 2``.
+COARSE_CAP = 1e19
+#: Arguments multiplied before one logarithm is taken (the largest count whose product of
+#: capped arguments cannot overflow).
+COARSE_BLOCK = int(np.log10(np.finfo(np.float64).max) // np.log10(COARSE_CAP))
 
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)
@@ -137,13 +139,13 @@ def log_i0_split(z):
 def log_i0_split_coarse(z):
     """:func:`log_i0_split` to better than 1e-6, without branches (for ranking candidates).
 
-    The argument is capped at 1e19 (see ``_COARSE_CAP``).
+    The argument is capped at 1e19 (see ``COARSE_CAP``).
     """
     near = polynomial_value(_NEAR_COARSE, 0, _NEAR_COARSE.shape[1], z * (2.0 / _BREAKS[-1]) - 1.0)
     far_t = 2.0 * _BREAKS[-1] / max(z, _BREAKS[-1]) - 1.0
     far = polynomial_value(_FAR_COARSE, 0, _FAR_COARSE.shape[1], far_t)
     is_far = z > _BREAKS[-1]
-    return (far if is_far else near) + z, (min(z, _COARSE_CAP) if is_far else 1.0)
+    return (far if is_far else near) + z, (min(z, COARSE_CAP) if is_far else 1.0)
 
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)

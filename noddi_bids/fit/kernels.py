@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from noddi_bids.fit.bessel import (
+    COARSE_BLOCK,
     log_i0_split,
     log_i0_split_and_ratio,
     log_i0_split_coarse,
@@ -75,24 +76,20 @@ def rician_nll(measured, model, inv_var):
     return total + 0.5 * (log_sum + np.log(product))
 
 
-#: Measurements per block of the coarse likelihood (one logarithm per block).
-_COARSE_BLOCK = 16
-
-
 @njit(cache=True, fastmath={"contract", "reassoc"})
 def rician_nll_coarse(measured, model, inv_var, first=0):
     """:func:`rician_nll` to ~1e-6 per measurement, over the measurements from ``first`` on.
 
     For ranking candidates: branch-free, with reassociated sums, so that the loop over the
     measurements runs in SIMD lanes; the logarithm arguments are multiplied in blocks (one
-    logarithm per block; each argument is below 1e19, so a block cannot overflow).
+    logarithm per block; the arguments are capped so that a block cannot overflow).
     """
     n_meas = measured.shape[0]
     total = 0.0
     log_sum = 0.0
-    for block in range(first, n_meas, _COARSE_BLOCK):
+    for block in range(first, n_meas, COARSE_BLOCK):
         product = 1.0
-        for m in range(block, min(block + _COARSE_BLOCK, n_meas)):
+        for m in range(block, min(block + COARSE_BLOCK, n_meas)):
             x = measured[m]
             s = model[m]
             z = x * s * inv_var
@@ -274,7 +271,8 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
     chain rule of the ``sin^2`` maps, whose curvature is added where it is positive (see
     :func:`_to_unconstrained`). The work is split into short loops over the measurements
     (signal, likelihood terms, Jacobian), whose iterations the processor overlaps far better
-    than those of one long loop.
+    than those of one long loop. The leading b = 0 measurements (signal s0) are left out of the
+    signal and Jacobian loops; their constant Jacobian columns come from :func:`_scratch`.
     """
     mu0, e1, e2 = frame
     coef_buf, coef_dodi_buf, jac, work, coef_dx_buf = (
@@ -491,10 +489,9 @@ def levenberg_marquardt(
     valley a Newton step gains little far from the optimum.) A run whose Newton decrement is
     within ``_FINAL_STEP`` tolerances evaluates its next trial without derivatives, and stops
     there if that step gained as little and the extrapolated gain is below ``tolerance``. A
-    run that comes within
-    ``SAME_OPTIMUM`` of an optimum ``found`` by an earlier start (rows of :func:`physical`
-    values), or whose Newton step lands that close from nearby, stops there: it is in that
-    optimum's basin and would end at the same point.
+    run that comes within ``SAME_OPTIMUM`` of an optimum ``found`` by an earlier start (rows of
+    :func:`physical` values), or whose Newton step lands that close from nearby, stops there:
+    it is in that optimum's basin and would end at the same point.
     ``frame`` is the starting orientation with the two unit vectors of its chart
     (:func:`orientation_frame`). Returns (nll without the model-free constant, converged,
     iterations).
@@ -633,12 +630,13 @@ def _scratch(tables):
     signal, the stick's x-derivative coefficients, the orientation and its two derivatives, and
     a buffer of :func:`physical` values.
     """
-    coef = tables[1]
-    n_meas = tables[6].shape[0]
+    coef, bvals, lead = tables[1], tables[6], tables[11]
+    n_meas = bvals.shape[0]
     jac = np.empty((N_PARAMS + 2, n_meas))
-    # The b = 0 measurements' Jacobian columns: their signal is s0.
-    jac[: N_PARAMS - 1, : tables[11]] = 0.0
-    jac[N_PARAMS - 1, : tables[11]] = 1.0
+    # The Jacobian columns of the leading b = 0 measurements (signal s0), which
+    # :func:`_evaluate` does not write.
+    jac[: N_PARAMS - 1, :lead] = 0.0
+    jac[N_PARAMS - 1, :lead] = 1.0
     return (
         np.empty((coef.shape[0], coef.shape[2])),
         np.empty((coef.shape[0], coef.shape[2])),

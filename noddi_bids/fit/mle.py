@@ -105,7 +105,7 @@ class NoddiMLE:
     tolerance : float
         Stop when the optimiser's quadratic model predicts a log-likelihood gain below this and
         so do its last two gains continued geometrically (1e-4 leaves 0.26 % of voxels more than
-        1e-3 below a fit converged to 1e-10; see docs/model.md).
+        1e-3 below a fit converged to 1e-10; ``benchmarks/fit_tolerance.py``).
     chunk_size : int
         Voxels solved together (bounds memory).
     n_threads : int, optional
