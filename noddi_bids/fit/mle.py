@@ -128,9 +128,9 @@ class NoddiMLE:
         n_starts: int = 3,
     ) -> None:
         self.scheme = scheme
-        # The kernels take the measurements ordered by b-value: b = 0 first (their signal is
-        # s0, no model work), then runs of one b-value, whose per-measurement branches (series
-        # lengths, Bessel pieces) the processor predicts well.
+        # The kernels take the measurements ordered by b-value: b exactly 0 first (their signal
+        # is s0, no model work), then runs of one b-value, whose per-measurement branches
+        # (series lengths, Bessel pieces) the processor predicts well.
         self._order = np.argsort(scheme.bvals, kind="stable")
         self.tables: SignalTables = build_tables(
             scheme.bvals[self._order], scheme.bvecs[self._order], d_par, d_iso
