@@ -61,10 +61,6 @@ class SignalTables:
         Unit gradient directions.
     d_par, d_iso : float
         Diffusivities, mm^2/s.
-    leading_b0 : int
-        Number of leading measurements with b = 0 exactly: their signal is s0 whatever the
-        other parameters, so the kernels skip the model there (the fitter orders the
-        measurements by b-value, so that all b = 0 measurements lead).
     """
 
     odi_nodes: np.ndarray
@@ -78,7 +74,15 @@ class SignalTables:
     bvecs: np.ndarray
     d_par: float
     d_iso: float
-    leading_b0: int
+
+    @property
+    def leading_b0(self) -> int:
+        """Number of leading measurements with b = 0 exactly.
+
+        Their signal is s0 whatever the other parameters, so the kernels skip the model there
+        (the fitter orders the measurements by b-value, so that all b = 0 measurements lead).
+        """
+        return self.bvals.size - np.trim_zeros(self.bvals, "f").size
 
     @property
     def iso_signal(self) -> np.ndarray:
@@ -194,5 +198,4 @@ def build_tables(
         bvecs=np.asarray(bvecs, dtype=np.float64),
         d_par=float(d_par),
         d_iso=float(d_iso),
-        leading_b0=bvals.size - np.trim_zeros(bvals, "f").size,
     )
