@@ -43,7 +43,7 @@ def _angles(vector):
 def slow_fit(data, sigma, scheme, rng, n_random=20, n_refine=8):
     """Per-voxel multi-start fit; returns dict of odi, ndi, fwf, direction, s0 arrays."""
     tables = build_tables(scheme.bvals, scheme.bvecs).packed()
-    scratch = kernels._scratch(tables)
+    scratch = kernels.scratch_arrays(tables)
     buffer = np.empty(scheme.bvals.shape[0])
     b0 = scheme.b0_mask
     grid_odi, grid_ndi, grid_fwf = default_grid()
@@ -53,9 +53,7 @@ def slow_fit(data, sigma, scheme, rng, n_random=20, n_refine=8):
 
         def nll(p, measured=measured, inv_var=inv_var):
             odi, ndi, fwf, theta, phi, s0 = p
-            kernels.model_signal(
-                odi, ndi, fwf, _unit(theta, phi), s0, tables, scratch[0], scratch[1], buffer
-            )
+            kernels.model_signal(odi, ndi, fwf, _unit(theta, phi), s0, tables, scratch, buffer)
             return kernels.rician_nll(measured, buffer, inv_var)
 
         s0 = measured[b0].mean()

@@ -99,9 +99,9 @@ def test_tabulated_signal_matches_exact_model(ordering):
     directions = rng.normal(size=(odi.size, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     exact = noddi_signal(odi, ndi, fwf, directions, scheme.bvals, scheme.bvecs)
-    buffers = (np.empty(tables.stick_coef.shape[::2]), np.empty(tables.stick_coef.shape[::2]))
+    scratch = kernels.scratch_arrays(packed)
     out = np.empty(scheme.n_measurements)
     for row in range(odi.size):
         kernels.model_signal(odi[row], ndi[row], fwf[row], directions[row], 1.0, packed,
-                             *buffers, out)  # fmt: skip
+                             scratch, out)  # fmt: skip
         np.testing.assert_allclose(out, exact[row], atol=1e-8)

@@ -30,6 +30,7 @@ from noddi_bids.fit.bessel import (
     multiply_folding,
 )
 from noddi_bids.fit.polynomial import CONTRACT, polynomial_value
+from noddi_bids.fit.simd import exp, index
 from noddi_bids.model.noddi import ODI_MIN
 
 N_PARAMS = 6
@@ -55,9 +56,12 @@ _FINAL_STEP = 3.0
 # Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
 _EDGE = 1e-3
 # Rows of the per-measurement work array: g.mu, stick and hindered attenuations, model signal.
-_COS, _STICK, _HINDERED, _MODEL = 0, 1, 2, 3
-# Positions of the orientation rows and of the physical-values buffer in :func:`_scratch`.
-_ORIENTATION, _PHYSICAL_BUFFER = 6, 7
+_COS, _COS2, _STICK, _HINDERED, _MODEL, _STICK_DX, _STICK_DODI = range(7)
+# Floor for zero magnitudes in the likelihood's ``log(m / sigma^2)`` term.
+_TINY_SIGNAL = 1e-300
+# Positions of the orientation rows, the physical-values buffer and the voxel's measurements
+# in :func:`scratch_arrays`.
+_ORIENTATION, _PHYSICAL_BUFFER, _MEASURED = 6, 7, 8
 
 
 @njit(cache=True, fastmath=CONTRACT)
@@ -187,27 +191,64 @@ def _unit_signal(ndi, fwf, stick, hindered, free_water):
 
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)
-def _attenuations(m, mu, tables, coef_buf, d_perp_w, anisotropy):
-    """``g.mu`` of measurement ``m`` and its stick and hindered attenuations."""
-    shell, bvals, bvecs, terms = tables[5], tables[6], tables[7], tables[10]
-    c = bvecs[m, 0] * mu[0] + bvecs[m, 1] * mu[1] + bvecs[m, 2] * mu[2]
-    x = c * c
-    stick = polynomial_value(coef_buf, shell[m], terms[shell[m]], x)
-    return c, stick, np.exp(-bvals[m] * (d_perp_w + anisotropy * x))
+def _squared_cosines(mu, tables, work, first):
+    """``g.mu`` and ``(g.mu)^2`` of the measurements from ``first`` on, to two work rows."""
+    bvecs = tables[7]
+    mu_x, mu_y, mu_z = mu[0], mu[1], mu[2]
+    for m in range(index(first), index(bvecs.shape[1])):
+        c = bvecs[0, m] * mu_x + bvecs[1, m] * mu_y + bvecs[2, m] * mu_z
+        work[_COS, m] = c
+        work[_COS2, m] = c * c
+
+
+@njit(cache=True, inline="always", fastmath=CONTRACT)
+def _series_by_run(table, tables, work, x_row, out_row, first):
+    """Write the series in ``table`` at ``x`` (row ``x_row`` of ``work``) to row ``out_row``.
+
+    Over the measurements from ``first`` on, one run of a b-value at a time
+    (:attr:`~noddi_bids.fit.tables.SignalTables.runs`), so that the series (row of ``table``)
+    and its length stay fixed inside the loop.
+    """
+    runs, terms = tables[5], tables[10]
+    for run in range(runs.shape[0]):
+        k = runs[run, 2]
+        n_terms = terms[k]
+        for m in range(max(runs[run, 0], first), runs[run, 1]):
+            work[out_row, m] = polynomial_value(table, k, n_terms, work[x_row, m])
+
+
+@njit(cache=True, inline="always", fastmath=CONTRACT)
+def _signal_rows(ndi, fwf, mu, s0, e_cos2, tables, coef_buf, work):
+    """Compartment attenuations and model signal of one voxel in the rows of ``work``.
+
+    Rows ``_COS``, ``_COS2``, ``_STICK``, ``_HINDERED`` from the first measurement with b > 0
+    on, ``_MODEL`` for all. Written as separate passes over the measurements, each of which
+    LLVM vectorises (all but the stick series, whose length varies with the b-value).
+    """
+    bvals, d_par, iso, lead = tables[6], tables[8], tables[9], tables[11]
+    n_meas = index(bvals.shape[0])
+    d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
+    _squared_cosines(mu, tables, work, lead)
+    _series_by_run(coef_buf, tables, work, _COS2, _STICK, lead)
+    for m in range(index(0), index(lead)):
+        work[_MODEL, m] = s0
+    for m in range(index(lead), n_meas):
+        hindered = exp(-bvals[m] * (d_perp_w + anisotropy * work[_COS2, m]))
+        work[_HINDERED, m] = hindered
+        work[_MODEL, m] = s0 * _unit_signal(ndi, fwf, work[_STICK, m], hindered, iso[m])
+    return d_perp_w, anisotropy
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def model_signal(odi, ndi, fwf, mu, s0, tables, coef_buf, coef_dodi_buf, out):
-    """Signal of one voxel for all measurements (no derivatives), written to ``out``."""
-    (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
-     shell, bvals, bvecs, d_par, iso, terms, lead) = tables  # fmt: skip
+def model_signal(odi, ndi, fwf, mu, s0, tables, scratch, out):
+    """Signal of one voxel for all measurements (no derivatives), written to ``out``.
+
+    ``scratch`` holds the work arrays of :func:`scratch_arrays`.
+    """
+    coef_buf, coef_dodi_buf, work = scratch[0], scratch[1], scratch[3]
     e_cos2, _ = odi_tables(odi, tables, coef_buf, coef_dodi_buf)
-    d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
-    for m in range(lead):
-        out[m] = s0
-    for m in range(lead, bvals.shape[0]):
-        _, s_ic, s_ec = _attenuations(m, mu, tables, coef_buf, d_perp_w, anisotropy)
-        out[m] = s0 * _unit_signal(ndi, fwf, s_ic, s_ec, iso[m])
+    _signal_rows(ndi, fwf, mu, s0, e_cos2, tables, coef_buf, work)
+    out[:] = work[_MODEL]
 
 
 @njit(cache=True, fastmath=CONTRACT)
@@ -272,27 +313,17 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
     :func:`_to_unconstrained`). The work is split into short loops over the measurements
     (signal, likelihood terms, Jacobian), whose iterations the processor overlaps far better
     than those of one long loop. The leading b = 0 measurements (signal s0) are left out of the
-    signal and Jacobian loops; their constant Jacobian columns come from :func:`_scratch`.
+    signal and Jacobian loops; their constant Jacobian columns come from :func:`scratch_arrays`.
     """
     mu0, e1, e2 = frame
     coef_buf, coef_dodi_buf, jac, work, coef_dx_buf = (
         scratch[0], scratch[1], scratch[2], scratch[3], scratch[5]
     )  # fmt: skip
-    (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
-     shell, bvals, bvecs, d_par, iso, terms, lead) = tables  # fmt: skip
+    bvals, bvecs, d_par, iso, lead = tables[6], tables[7], tables[8], tables[9], tables[11]
     mu, dmu_da, dmu_db = scratch[_ORIENTATION]
     odi, ndi, fwf, s0, norm = decode(params, frame, mu)
     e_cos2, de_dodi = odi_tables(odi, tables, coef_buf, coef_dodi_buf)
-    d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
-    n_meas = bvals.shape[0]
-    for m in range(lead):
-        work[_MODEL, m] = s0
-    for m in range(lead, n_meas):
-        c, s_ic, s_ec = _attenuations(m, mu, tables, coef_buf, d_perp_w, anisotropy)
-        work[_COS, m] = c
-        work[_STICK, m] = s_ic
-        work[_HINDERED, m] = s_ec
-        work[_MODEL, m] = s0 * _unit_signal(ndi, fwf, s_ic, s_ec, iso[m])
+    d_perp_w, anisotropy = _signal_rows(ndi, fwf, mu, s0, e_cos2, tables, coef_buf, work)
     if not derivatives:
         return rician_nll(measured, work[_MODEL], inv_var)
 
@@ -300,6 +331,7 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
     # value. The second is the exact Rician curvature inv_var (1 - m^2 inv_var r'(z)),
     # r = I1/I0, clipped below at a tenth of the Gaussian one, so that the matrix stays positive
     # definite while converging like Newton near the optimum.
+    n_meas = bvals.shape[0]
     nll = 0.0
     product = 1.0
     log_sum = 0.0
@@ -319,6 +351,8 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
 
     # Jacobian with respect to (odi, ndi, fwf, a, b, s0), transposed.
     _slope_coefficients(coef_buf, coef_dx_buf)
+    _series_by_run(coef_dx_buf, tables, work, _COS2, _STICK_DX, lead)
+    _series_by_run(coef_dodi_buf, tables, work, _COS2, _STICK_DODI, lead)
     dperp_dndi = -d_par + d_par * (1.0 - e_cos2) / 2.0
     dperp_dodi = -d_par * ndi / 2.0 * de_dodi
     daniso_dndi = d_par * (3.0 * e_cos2 - 1.0) / 2.0
@@ -328,32 +362,30 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
     for k in range(3):
         dmu_da[k] = (e1[k] - mu[k] * mu_e1) / norm
         dmu_db[k] = (e2[k] - mu[k] * mu_e2) / norm
+    da_x, da_y, da_z = dmu_da[0], dmu_da[1], dmu_da[2]
+    db_x, db_y, db_z = dmu_db[0], dmu_db[1], dmu_db[2]
     tissue_scale = s0 * (1.0 - fwf)
-    for m in range(lead, n_meas):
+    inv_s0 = 1.0 / s0
+    for m in range(index(lead), index(n_meas)):
         c = work[_COS, m]
-        x = c * c
-        k = shell[m]
+        x = work[_COS2, m]
         s_ic = work[_STICK, m]
         s_ec = work[_HINDERED, m]
-        ds_ic_dx = polynomial_value(coef_dx_buf, k, terms[k], x)
-        ds_ic_dodi = polynomial_value(coef_dodi_buf, k, terms[k], x)
         b_s_ec = bvals[m] * s_ec
-        ds_dc = 2.0 * c * tissue_scale * (ndi * ds_ic_dx - (1.0 - ndi) * anisotropy * b_s_ec)
+        ds_dc = (
+            2.0 * c * tissue_scale * (ndi * work[_STICK_DX, m] - (1.0 - ndi) * anisotropy * b_s_ec)
+        )
         tissue = ndi * s_ic + (1.0 - ndi) * s_ec
         jac[0, m] = tissue_scale * (
-            ndi * ds_ic_dodi - (1.0 - ndi) * b_s_ec * (dperp_dodi + daniso_dodi * x)
+            ndi * work[_STICK_DODI, m] - (1.0 - ndi) * b_s_ec * (dperp_dodi + daniso_dodi * x)
         )
         jac[1, m] = tissue_scale * (
             s_ic - s_ec - (1.0 - ndi) * b_s_ec * (dperp_dndi + daniso_dndi * x)
         )
         jac[2, m] = s0 * (iso[m] - tissue)
-        jac[3, m] = ds_dc * (
-            bvecs[m, 0] * dmu_da[0] + bvecs[m, 1] * dmu_da[1] + bvecs[m, 2] * dmu_da[2]
-        )
-        jac[4, m] = ds_dc * (
-            bvecs[m, 0] * dmu_db[0] + bvecs[m, 1] * dmu_db[1] + bvecs[m, 2] * dmu_db[2]
-        )
-        jac[5, m] = work[_MODEL, m] / s0
+        jac[3, m] = ds_dc * (bvecs[0, m] * da_x + bvecs[1, m] * da_y + bvecs[2, m] * da_z)
+        jac[4, m] = ds_dc * (bvecs[0, m] * db_x + bvecs[1, m] * db_y + bvecs[2, m] * db_z)
+        jac[5, m] = work[_MODEL, m] * inv_s0
     _normal_equations(jac, gradient, hessian)
     _to_unconstrained(params, gradient, hessian)
     return nll
@@ -582,37 +614,33 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
     b = 0 measurements, whose signal is s0 at every grid point, are left out of the ranking.
     """
     coef_buf, coef_dodi_buf, work, trial_signal = scratch[0], scratch[1], scratch[3], scratch[4]
-    x, stick, tissue = work[_COS], work[_STICK], work[_HINDERED]
-    (odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi,
-     shell, bvals, bvecs, d_par, iso, terms, lead) = tables  # fmt: skip
-    n_meas = bvals.shape[0]
+    bvals, d_par, iso, lead = tables[6], tables[8], tables[9], tables[11]
+    first, n_meas = index(lead), index(bvals.shape[0])
     inv_var = 1.0 / (sigma * sigma)
     n_odi = grid_odi.shape[0]
     best_nll = np.full(n_odi, np.inf)
     best_ndi = np.zeros(n_odi)
     best_fwf = np.zeros(n_odi)
-    for m in range(lead, n_meas):
-        c = bvecs[m, 0] * mu0[0] + bvecs[m, 1] * mu0[1] + bvecs[m, 2] * mu0[2]
-        x[m] = c * c
+    _squared_cosines(mu0, tables, work, lead)
+    for m in range(first, n_meas):
         trial_signal[m] = s0 * iso[m]
     free_water_nll = rician_nll_coarse(measured, trial_signal, inv_var, lead)
     for i in range(n_odi):
         e_cos2, _ = odi_tables(grid_odi[i], tables, coef_buf, coef_dodi_buf)
-        for m in range(lead, n_meas):
-            stick[m] = polynomial_value(coef_buf, shell[m], terms[shell[m]], x[m])
+        _series_by_run(coef_buf, tables, work, _COS2, _STICK, lead)
         for ndi in grid_ndi:
             if ndi <= 0.0:
                 continue
             d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
-            for m in range(lead, n_meas):
-                s_ec = np.exp(-bvals[m] * (d_perp_w + anisotropy * x[m]))
-                tissue[m] = ndi * stick[m] + (1.0 - ndi) * s_ec
+            for m in range(first, n_meas):
+                hindered = exp(-bvals[m] * (d_perp_w + anisotropy * work[_COS2, m]))
+                work[_HINDERED, m] = ndi * work[_STICK, m] + (1.0 - ndi) * hindered
             for fwf in grid_fwf:
                 if fwf >= 1.0:
                     nll = free_water_nll
                 else:
-                    for m in range(lead, n_meas):
-                        trial_signal[m] = s0 * ((1.0 - fwf) * tissue[m] + fwf * iso[m])
+                    for m in range(first, n_meas):
+                        trial_signal[m] = s0 * ((1.0 - fwf) * work[_HINDERED, m] + fwf * iso[m])
                     nll = rician_nll_coarse(measured, trial_signal, inv_var, lead)
                 if nll < best_nll[i]:
                     best_nll[i] = nll
@@ -622,13 +650,13 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def _scratch(tables):
+def scratch_arrays(tables):
     """Work arrays of one voxel.
 
     Stick coefficients (value, d/dODI), the transposed Jacobian with the likelihood's gradient
     and curvature weights as its last two rows, per-measurement work rows (``_COS`` ...), a
-    signal, the stick's x-derivative coefficients, the orientation and its two derivatives, and
-    a buffer of :func:`physical` values.
+    signal, the stick's x-derivative coefficients, the orientation and its two derivatives, a
+    buffer of :func:`physical` values and the voxel's measurements.
     """
     coef, bvals, lead = tables[1], tables[6], tables[11]
     n_meas = bvals.shape[0]
@@ -641,11 +669,12 @@ def _scratch(tables):
         np.empty((coef.shape[0], coef.shape[2])),
         np.empty((coef.shape[0], coef.shape[2])),
         jac,
-        np.empty((_MODEL + 1, n_meas)),
+        np.empty((_STICK_DODI + 1, n_meas)),
         np.empty(n_meas),
         np.empty((coef.shape[0], coef.shape[2])),
         np.empty((3, 3)),
         np.empty(N_PHYSICAL),
+        np.empty(n_meas),
     )
 
 
@@ -667,45 +696,66 @@ def _fit_from(
     return params, nll, converged, iterations
 
 
+@njit(cache=True, fastmath=CONTRACT)
+def _gather_measurements(data, row, order, sigma, out):
+    """``out = data[row, order]`` clipped at 0; returns the likelihood's ``sum log(m / sigma^2)``.
+
+    That sum is the part of the Rician log-likelihood that the model does not change (left out
+    of :func:`rician_nll`); zero magnitudes count as ``_TINY_SIGNAL``.
+    """
+    total = 0.0
+    for m in range(order.shape[0]):
+        value = max(data[row, order[m]], 0.0)
+        out[m] = value
+        total += np.log(max(value, _TINY_SIGNAL))
+    return total - order.shape[0] * 2.0 * np.log(sigma)
+
+
 @njit(cache=True, parallel=True, fastmath=CONTRACT)
 def fit_voxels(
-    data, sigma, start, directions, n_starts, grid_odi, grid_ndi, grid_fwf, tables,
+    data, rows, order, sigma, start, directions, n_starts, grid_odi, grid_ndi, grid_fwf, tables,
     max_iter, tolerance,
 ):  # fmt: skip
-    """Fit every voxel (rows of ``data``) in parallel.
+    """Fit the voxels ``rows`` of ``data`` in parallel.
 
-    ``start`` holds (odi, ndi, fwf, s0) per voxel and ``directions`` the starting orientations.
-    With ``n_starts`` > 0 the fractions come from the grid search instead: the optimiser runs
-    from the best grid point of each of the ``n_starts`` most likely grid ODIs and keeps the
-    most likely result (s0 and orientation start from ``start`` and ``directions``); a later
-    start that enters the basin of an earlier optimum stops (see :func:`levenberg_marquardt`).
-    Returns params (N, 4: odi, ndi, fwf, s0), directions (N, 3), nll (N, without the
-    model-free constant), converged (N,) and iterations (N, summed over starts).
+    ``data`` holds the signals in acquisition order (finite; negative values count as 0), and
+    ``order`` the measurement order of ``tables``; ``sigma``, ``start`` and ``directions`` have
+    one row per fitted voxel. ``start`` holds (odi, ndi, fwf, s0) and ``directions`` the
+    starting orientations. With ``n_starts`` > 0 the fractions come from the grid search
+    instead: the optimiser runs from the best grid point of each of the ``n_starts`` most
+    likely grid ODIs and keeps the most likely result (s0 and orientation start from ``start``
+    and ``directions``); a later start that enters the basin of an earlier optimum stops (see
+    :func:`levenberg_marquardt`). Returns params (N, 4: odi, ndi, fwf, s0), directions (N, 3),
+    the Rician log-likelihood (N,), converged (N,) and iterations (N, summed over starts).
     """
-    n_vox = data.shape[0]
+    n_vox = rows.shape[0]
     out = np.empty((n_vox, 4))
     out_dir = np.empty((n_vox, 3))
-    nll = np.empty(n_vox)
+    log_likelihood = np.empty(n_vox)
     converged = np.zeros(n_vox, dtype=np.bool_)
     iterations = np.zeros(n_vox, dtype=np.int64)
     for i in prange(n_vox):
-        scratch = _scratch(tables)
+        scratch = scratch_arrays(tables)
+        measured = scratch[_MEASURED]
+        constant = _gather_measurements(data, rows[i], order, sigma[i], measured)
         mu0 = directions[i] / np.sqrt(directions[i] @ directions[i])
         frame = (mu0, *orientation_frame(mu0))
         s0 = start[i, 3]
         if n_starts > 0:
             grid_nll, grid_ndi_best, grid_fwf_best = grid_search(
-                data[i], sigma[i], s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, scratch
+                measured, sigma[i], s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, scratch
             )
-            order = np.argsort(grid_nll)[: min(n_starts, grid_odi.shape[0])]
-            runs = [(grid_odi[j], grid_ndi_best[j], grid_fwf_best[j]) for j in order]
+            order_of_odi = np.argsort(grid_nll)[: min(n_starts, grid_odi.shape[0])]
+            starting_points = [
+                (grid_odi[j], grid_ndi_best[j], grid_fwf_best[j]) for j in order_of_odi
+            ]
         else:
-            runs = [(start[i, 0], start[i, 1], start[i, 2])]
+            starting_points = [(start[i, 0], start[i, 1], start[i, 2])]
         best_nll = np.inf
-        found = np.empty((len(runs), N_PHYSICAL))
-        for run, (odi, ndi, fwf) in enumerate(runs):
+        found = np.empty((len(starting_points), N_PHYSICAL))
+        for run, (odi, ndi, fwf) in enumerate(starting_points):
             params, run_nll, run_converged, run_iterations = _fit_from(
-                data[i], sigma[i], odi, ndi, fwf, s0, frame, tables, max_iter, tolerance,
+                measured, sigma[i], odi, ndi, fwf, s0, frame, tables, max_iter, tolerance,
                 scratch, found[:run],
             )  # fmt: skip
             physical(params, frame, found[run])
@@ -715,8 +765,8 @@ def fit_voxels(
                 out[i, :] = found[run, :4]
                 out_dir[i] = found[run, 4:]
                 converged[i] = run_converged
-        nll[i] = best_nll
-    return out, out_dir, nll, converged, iterations
+        log_likelihood[i] = constant - best_nll
+    return out, out_dir, log_likelihood, converged, iterations
 
 
 def set_threads(n_threads: int | None) -> None:

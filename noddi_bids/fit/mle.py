@@ -21,8 +21,6 @@ from noddi_bids.fit.tables import SignalTables, build_tables
 from noddi_bids.model.noddi import D_ISO, D_PAR
 
 LOGGER = logging.getLogger(__name__)
-#: Floor for zero magnitudes in the likelihood's ``log(m / sigma^2)`` term.
-_TINY_SIGNAL = 1e-300
 
 
 class SchemeLike(Protocol):
@@ -177,10 +175,10 @@ class NoddiMLE:
         n_vox = data.shape[0]
         b0_mask = np.asarray(self.scheme.b0_mask)
         finite = np.all(np.isfinite(data), axis=1)
-        clean = np.where(finite[:, None], np.maximum(data, 0.0), 0.0)
-        mean_b0 = clean[:, b0_mask].mean(axis=1)
+        b0_images = np.where(finite[:, None], np.maximum(data[:, b0_mask], 0.0), 0.0)
+        mean_b0 = b0_images.mean(axis=1)
         sigma = (
-            estimate_sigma(clean, b0_mask)
+            estimate_sigma(b0_images, np.ones(b0_images.shape[1], dtype=bool))
             if sigma is None
             else np.broadcast_to(np.asarray(sigma, dtype=np.float64), (n_vox,))
         )
@@ -195,18 +193,22 @@ class NoddiMLE:
         result = _empty_result(n_vox, valid)
         kernels.set_threads(self.n_threads)
         index = np.flatnonzero(valid)
+        data = np.ascontiguousarray(data)
         with tqdm(total=index.size, unit="vox", desc="MLE fit", disable=_no_bar(progress)) as bar:
             for start in range(0, index.size, self.chunk_size):
                 rows = index[start : start + self.chunk_size]
-                self._fit_chunk(clean[rows], sigma[rows], mean_b0[rows], init, rows, result)
+                self._fit_chunk(data, sigma[rows], mean_b0[rows], init, rows, result)
                 bar.update(rows.size)
         return NoddiFit(**result)
 
     def _fit_chunk(self, data, sigma, mean_b0, init, rows, result) -> None:
+        """Fit the voxels ``rows`` of ``data`` (finite; negative values are clipped to 0)."""
         scheme = self.scheme
         if init is None:
             start = np.column_stack([np.zeros((rows.size, 3)), mean_b0])
-            directions = tensor_directions(data, scheme.bvals, scheme.bvecs, scheme.b0_threshold)
+            directions = tensor_directions(
+                np.maximum(data[rows], 0.0), scheme.bvals, scheme.bvecs, scheme.b0_threshold
+            )
         else:
             s0 = np.asarray(init.get("s0", mean_b0), dtype=np.float64)
             s0 = np.broadcast_to(s0, (result["odi"].size,))[rows] if "s0" in init else s0
@@ -215,8 +217,10 @@ class NoddiMLE:
                 + [s0]
             )
             directions = np.asarray(init["direction"], dtype=np.float64)[rows]
-        params, direction, nll, converged, iterations = kernels.fit_voxels(
-            np.ascontiguousarray(data[:, self._order]),
+        params, direction, log_likelihood, converged, iterations = kernels.fit_voxels(
+            data,
+            rows,
+            self._order,
             np.ascontiguousarray(sigma),
             np.ascontiguousarray(start),
             np.ascontiguousarray(directions),
@@ -229,8 +233,7 @@ class NoddiMLE:
         for column, key in enumerate(("odi", "ndi", "fwf", "s0")):
             result[key][rows] = params[:, column]
         result["direction"][rows] = direction
-        constant = np.sum(np.log(np.maximum(data, _TINY_SIGNAL) / sigma[:, None] ** 2), axis=1)
-        result["log_likelihood"][rows] = constant - nll
+        result["log_likelihood"][rows] = log_likelihood
         result["converged"][rows] = converged
         result["iterations"][rows] = iterations
 

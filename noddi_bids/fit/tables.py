@@ -85,6 +85,18 @@ class SignalTables:
         return self.bvals.size - np.trim_zeros(self.bvals, "f").size
 
     @property
+    def runs(self) -> np.ndarray:
+        """Runs of consecutive measurements with one b-value, shape (R, 3): start, stop, index.
+
+        The kernels loop over runs, with the stick's series (row ``index`` of the tables)
+        fixed inside each: the processor then predicts the series' loop, and in b-value order
+        (the fitter's) there is one run per b-value.
+        """
+        starts = np.flatnonzero(np.diff(self.shell_of_measurement, prepend=-1))
+        stops = np.append(starts[1:], self.shell_of_measurement.size)
+        return np.column_stack([starts, stops, self.shell_of_measurement[starts]])
+
+    @property
     def iso_signal(self) -> np.ndarray:
         """Free-water attenuation per measurement, shape (M,)."""
         return np.exp(-self.bvals * self.d_iso)
@@ -97,9 +109,9 @@ class SignalTables:
             self.stick_coef_dodi,
             self.mean_cos2,
             self.mean_cos2_dodi,
-            self.shell_of_measurement,
+            self.runs,
             self.bvals,
-            self.bvecs,
+            np.ascontiguousarray(self.bvecs.T),
             self.d_par,
             self.iso_signal,
             self.stick_terms,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from noddi_bids.fit.kernels import model_signal, set_threads
+from noddi_bids.fit.kernels import model_signal, scratch_arrays, set_threads
 from noddi_bids.fit.tables import SignalTables, build_tables
 from noddi_bids.model.noddi import D_ISO, D_PAR, ODI_MIN
 from noddi_bids.model.noise import add_rician_noise
@@ -163,12 +163,9 @@ def scheme_tables(scheme: Scheme, d_par: float = D_PAR, d_iso: float = D_ISO) ->
 
 @njit(cache=True, parallel=True)
 def _synthesise(parameters, directions, tables):  # pragma: no cover - compiled
-    coef = tables[1]
     n_vox = parameters.shape[0]
     out = np.empty((n_vox, tables[6].shape[0]))
     for i in prange(n_vox):
-        coef_buf = np.empty((coef.shape[0], coef.shape[2]))
-        coef_dodi_buf = np.empty((coef.shape[0], coef.shape[2]))
         model_signal(
             parameters[i, 0],
             parameters[i, 1],
@@ -176,8 +173,7 @@ def _synthesise(parameters, directions, tables):  # pragma: no cover - compiled
             directions[i],
             1.0,
             tables,
-            coef_buf,
-            coef_dodi_buf,
+            scratch_arrays(tables),
             out[i],
         )
     return out
