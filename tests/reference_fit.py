@@ -45,6 +45,7 @@ def slow_fit(data, sigma, scheme, rng, n_random=20, n_refine=8):
     tables = build_tables(scheme.bvals, scheme.bvecs).packed()
     scratch = kernels.scratch_arrays(tables)
     buffer = np.empty(scheme.bvals.shape[0])
+    terms = np.empty(scheme.bvals.shape[0])
     b0 = scheme.b0_mask
     grid_odi, grid_ndi, grid_fwf = default_grid()
     results = {k: [] for k in ("odi", "ndi", "fwf", "direction", "s0")}
@@ -54,7 +55,7 @@ def slow_fit(data, sigma, scheme, rng, n_random=20, n_refine=8):
         def nll(p, measured=measured, inv_var=inv_var):
             odi, ndi, fwf, theta, phi, s0 = p
             kernels.model_signal(odi, ndi, fwf, _unit(theta, phi), s0, tables, scratch, buffer)
-            return kernels.rician_nll(measured, buffer, inv_var)
+            return kernels.rician_nll(measured, buffer, inv_var, terms)
 
         s0 = measured[b0].mean()
         eigen = _tensor_eigenvectors(measured, scheme)

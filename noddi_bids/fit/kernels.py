@@ -22,13 +22,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from noddi_bids.fit.bessel import (
-    COARSE_BLOCK,
-    log_i0_split,
-    log_i0_split_and_ratio,
-    log_i0_split_coarse,
-    multiply_folding,
-)
+from noddi_bids.fit.bessel import COARSE_BLOCK, log_i0_and_ratio, log_i0_split_coarse
 from noddi_bids.fit.polynomial import CONTRACT, polynomial_value
 from noddi_bids.fit.simd import exp, index
 from noddi_bids.model.noddi import ODI_MIN
@@ -55,8 +49,9 @@ _MAX_CONTRACTION = 0.9
 _FINAL_STEP = 3.0
 # Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
 _EDGE = 1e-3
-# Rows of the per-measurement work array: g.mu, stick and hindered attenuations, model signal.
-_COS, _COS2, _STICK, _HINDERED, _MODEL, _STICK_DX, _STICK_DODI = range(7)
+# Rows of the per-measurement work array: g.mu and its square, stick and hindered attenuations,
+# model signal, the stick's x- and ODI-derivatives, likelihood terms.
+_COS, _COS2, _STICK, _HINDERED, _MODEL, _STICK_DX, _STICK_DODI, _NLL_TERMS = range(8)
 # Floor for zero magnitudes in the likelihood's ``log(m / sigma^2)`` term.
 _TINY_SIGNAL = 1e-300
 # Positions of the orientation rows, the physical-values buffer and the voxel's measurements
@@ -64,20 +59,29 @@ _TINY_SIGNAL = 1e-300
 _ORIENTATION, _PHYSICAL_BUFFER, _MEASURED = 6, 7, 8
 
 
-@njit(cache=True, fastmath=CONTRACT)
-def rician_nll(measured, model, inv_var):
-    """Negative Rician log-likelihood of one voxel, less the model-free ``sum log(m/sigma^2)``."""
-    total = 0.0
-    product = 1.0
-    log_sum = 0.0
-    for m in range(measured.shape[0]):
+@njit(cache=True, fastmath=CONTRACT, error_model="numpy")
+def rician_nll(measured, model, inv_var, terms):
+    """Negative Rician log-likelihood of one voxel, less the model-free ``sum log(m/sigma^2)``.
+
+    The per-measurement terms go to ``terms`` and are summed afterwards (:func:`_sum`): a loop
+    that sums as it goes runs in SIMD lanes only if the sum may be reordered, which the Bessel
+    terms must not be.
+    """
+    for m in range(index(0), index(measured.shape[0])):
         x = measured[m]
         s = model[m]
-        z = x * s * inv_var
-        value, argument = log_i0_split(z)
-        total += (x * x + s * s) * 0.5 * inv_var - value
-        product, log_sum = multiply_folding(product, log_sum, argument)
-    return total + 0.5 * (log_sum + np.log(product))
+        log_i0_z, _ = log_i0_and_ratio(x * s * inv_var)
+        terms[m] = (x * x + s * s) * 0.5 * inv_var - log_i0_z
+    return _sum(terms)
+
+
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _sum(values):
+    """Sum of a 1-D array, reordered into SIMD lanes."""
+    total = 0.0
+    for m in range(values.shape[0]):
+        total += values[m]
+    return total
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"})
@@ -302,7 +306,7 @@ def encode_fraction(value, low):
     return np.arcsin(np.sqrt(ratio))
 
 
-@njit(cache=True, fastmath=CONTRACT)
+@njit(cache=True, fastmath=CONTRACT, error_model="numpy")
 def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gradient, hessian):
     """Negative log-likelihood of one voxel at ``params``.
 
@@ -310,10 +314,11 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
     unconstrained parameters. The Jacobian is taken with respect to the bounded fractions
     (fewer multiplications per measurement), and the normal equations are then scaled by the
     chain rule of the ``sin^2`` maps, whose curvature is added where it is positive (see
-    :func:`_to_unconstrained`). The work is split into short loops over the measurements
-    (signal, likelihood terms, Jacobian), whose iterations the processor overlaps far better
-    than those of one long loop. The leading b = 0 measurements (signal s0) are left out of the
-    signal and Jacobian loops; their constant Jacobian columns come from :func:`scratch_arrays`.
+    :func:`_to_unconstrained`). The work is split into passes over the measurements (signal,
+    likelihood terms, stick derivatives, Jacobian), which run in SIMD lanes but for the stick
+    series (:func:`_signal_rows`). The leading b = 0 measurements (signal s0) are left out of
+    the signal and Jacobian passes; their constant Jacobian columns come from
+    :func:`scratch_arrays`.
     """
     mu0, e1, e2 = frame
     coef_buf, coef_dodi_buf, jac, work, coef_dx_buf = (
@@ -325,29 +330,26 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
     e_cos2, de_dodi = odi_tables(odi, tables, coef_buf, coef_dodi_buf)
     d_perp_w, anisotropy = _signal_rows(ndi, fwf, mu, s0, e_cos2, tables, coef_buf, work)
     if not derivatives:
-        return rician_nll(measured, work[_MODEL], inv_var)
+        return rician_nll(measured, work[_MODEL], inv_var, work[_NLL_TERMS])
 
     # Likelihood: NLL and its first and (clipped) second derivatives with respect to each model
     # value. The second is the exact Rician curvature inv_var (1 - m^2 inv_var r'(z)),
-    # r = I1/I0, clipped below at a tenth of the Gaussian one, so that the matrix stays positive
-    # definite while converging like Newton near the optimum.
+    # r = I1/I0, r' = 1 - r/z - r^2, clipped below at a tenth of the Gaussian one, so that the
+    # matrix stays positive definite while converging like Newton near the optimum.
     n_meas = bvals.shape[0]
-    nll = 0.0
-    product = 1.0
-    log_sum = 0.0
-    for m in range(n_meas):
+    for m in range(index(0), index(n_meas)):
         measured_m = measured[m]
         model = work[_MODEL, m]
         z = measured_m * model * inv_var
-        value, argument, ratio = log_i0_split_and_ratio(z)
-        nll += (measured_m * measured_m + model * model) * 0.5 * inv_var - value
-        product, log_sum = multiply_folding(product, log_sum, argument)
+        log_i0_z, ratio_over_z = log_i0_and_ratio(z)
+        ratio = z * ratio_over_z
+        work[_NLL_TERMS, m] = (measured_m * measured_m + model * model) * 0.5 * inv_var - log_i0_z
         jac[N_PARAMS, m] = (model - measured_m * ratio) * inv_var
-        ratio_slope = 0.5 if z < 1e-8 else 1.0 - ratio / z - ratio * ratio
+        ratio_slope = 1.0 - ratio_over_z - ratio * ratio
         jac[N_PARAMS + 1, m] = max(
             inv_var * (1.0 - measured_m * measured_m * inv_var * ratio_slope), 0.1 * inv_var
         )
-    nll += 0.5 * (log_sum + np.log(product))
+    nll = _sum(work[_NLL_TERMS])
 
     # Jacobian with respect to (odi, ndi, fwf, a, b, s0), transposed.
     _slope_coefficients(coef_buf, coef_dx_buf)
@@ -669,7 +671,7 @@ def scratch_arrays(tables):
         np.empty((coef.shape[0], coef.shape[2])),
         np.empty((coef.shape[0], coef.shape[2])),
         jac,
-        np.empty((_STICK_DODI + 1, n_meas)),
+        np.empty((_NLL_TERMS + 1, n_meas)),
         np.empty(n_meas),
         np.empty((coef.shape[0], coef.shape[2])),
         np.empty((3, 3)),
