@@ -129,6 +129,7 @@ def test_sigma_estimated_from_b0_images(scheme):
     data = add_rician_noise(np.ones((20000, scheme.n_measurements)), 20, rng)
     sigma = estimate_sigma(data, scheme.b0_mask)
     assert np.median(sigma) == pytest.approx(0.05, rel=0.05)
+    np.testing.assert_array_equal(estimate_sigma(data[:, scheme.b0_mask]), sigma)
     with pytest.raises(ValueError, match="two b = 0"):
         estimate_sigma(data, np.arange(scheme.n_measurements) == 0)
 

@@ -3,14 +3,21 @@
 import numpy as np
 from numba import njit
 
-from noddi_bids.fit.simd import exp, index
-from noddi_bids.fit.tables import build_tables
+from noddi_bids.fit.polynomial import CONTRACT
+from noddi_bids.fit.simd import exp, index, log
 
 
-@njit(cache=True)
+# The kernels' compile options (the functions take their callers' flags when inlined).
+@njit(cache=True, fastmath=CONTRACT, error_model="numpy")
 def _exp_loop(x, out):
     for m in range(index(0), index(x.shape[0])):
         out[m] = exp(x[m])
+
+
+@njit(cache=True, fastmath=CONTRACT, error_model="numpy")
+def _log_loop(x, out):
+    for m in range(index(0), index(x.shape[0])):
+        out[m] = log(x[m])
 
 
 def test_exp_matches_numpy_to_rounding():
@@ -36,9 +43,17 @@ def test_exp_clamps_beyond_the_normal_range():
     assert out[3] == np.exp(709.0)
 
 
-def test_runs_of_equal_b_values():
-    bvals = np.array([0, 0, 1000, 1000, 0, 2000, 2000, 2000, 1000], dtype=float)
-    bvecs = np.tile([1.0, 0.0, 0.0], (bvals.size, 1))
-    runs = build_tables(bvals, bvecs).runs
-    # start, stop and index of the b-value among the unique ones (0, 1000, 2000)
-    np.testing.assert_array_equal(runs, [[0, 2, 0], [2, 4, 1], [4, 5, 0], [5, 8, 2], [8, 9, 1]])
+def test_log_matches_numpy_to_rounding():
+    rng = np.random.default_rng(1)
+    tiny, huge = np.finfo(float).tiny, np.finfo(float).max
+    x = np.concatenate([
+        [1.0, 2.0, 0.5, np.sqrt(2.0), np.nextafter(np.sqrt(2.0), 2.0), np.sqrt(0.5), tiny, huge],
+        np.geomspace(tiny, huge, 200_001),
+        rng.uniform(0.5, 2.0, 100_000),
+        rng.uniform(1.0, 1e6, 100_000),
+    ])  # fmt: skip
+    out = np.empty_like(x)
+    _log_loop(x, out)
+    expected = np.log(x)
+    assert out[0] == 0.0
+    np.testing.assert_allclose(out, expected, rtol=1e-15, atol=0)

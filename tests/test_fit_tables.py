@@ -26,6 +26,9 @@ def test_bessel_terms_match_scipy():
     ratios = np.array([bessel_ratio(v) for v in z])
     np.testing.assert_allclose(log_values, np.log(special.i0e(z)) + z, atol=1e-10, rtol=1e-14)
     np.testing.assert_allclose(ratios, special.i1e(z) / special.i0e(z), atol=1e-10)
+    # a trial step may make the model signal negative: log I0 is even, I1 / I0 odd
+    np.testing.assert_array_equal([log_i0(-v) for v in z], log_values)
+    np.testing.assert_array_equal([bessel_ratio(-v) for v in z], -ratios)
 
 
 def test_coarse_log_i0_matches_scipy():
@@ -53,7 +56,8 @@ def test_summed_likelihood_matches_scipy_without_overflow():
     measured[:3] = 0.0
     model = measured * rng.uniform(0.8, 1.2, 81)
     terms = np.empty(81)
-    # sigma from 1 down to 1e-7: z up to ~1e14, whose product over 81 terms overflows a double
+    # sigma from 1 down to 1e-7: z up to ~1e14 (the coarse sum multiplies its logarithm
+    # arguments in blocks, which must not overflow)
     for inv_var in (1.0, 225.0, 1e6, 1e14):
         exact = _rician_nll_scipy(measured, model, inv_var)
         np.testing.assert_allclose(kernels.rician_nll(measured, model, inv_var, terms), exact,
@@ -104,3 +108,11 @@ def test_tabulated_signal_matches_exact_model(ordering):
         kernels.model_signal(odi[row], ndi[row], fwf[row], directions[row], 1.0, packed,
                              scratch, out)  # fmt: skip
         np.testing.assert_allclose(out, exact[row], atol=1e-8)
+
+
+def test_runs_of_equal_b_values():
+    bvals = np.array([0, 0, 1000, 1000, 0, 2000, 2000, 2000, 1000], dtype=float)
+    bvecs = np.tile([1.0, 0.0, 0.0], (bvals.size, 1))
+    runs = build_tables(bvals, bvecs).runs
+    # start, stop and index of the b-value among the unique ones (0, 1000, 2000)
+    np.testing.assert_array_equal(runs, [[0, 2, 0], [2, 4, 1], [4, 5, 0], [5, 8, 2], [8, 9, 1]])

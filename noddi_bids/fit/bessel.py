@@ -78,12 +78,14 @@ COARSE_BLOCK = int(np.log10(np.finfo(np.float64).max) // np.log10(COARSE_CAP))
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)
 def log_i0_and_ratio(z):
-    """``log(I0(z))`` and ``I1(z) / (z I0(z))`` for z >= 0, branch-free.
+    """``log(I0(z))`` and ``I1(z) / (z I0(z))``, branch-free.
 
     The second is the ratio ``I1 / I0`` over z (finite at z = 0, where it is 1/2), which the
-    Rician curvature needs. Callers compile with ``error_model="numpy"`` (see
+    Rician curvature needs. Both are even in z (a trial step may make the model signal, hence z,
+    negative). Callers whose loops should vectorise compile with ``error_model="numpy"`` (see
     :mod:`noddi_bids.fit.simd`).
     """
+    z = abs(z)
     near = z <= _NEAR_LIMIT
     y = 0.25 * min(z, _NEAR_LIMIT) ** 2
     i0 = polynomial_value(_I0_SERIES, 0, _SERIES_TERMS, y)

@@ -25,9 +25,15 @@ from numba import njit, prange
 from noddi_bids.fit.bessel import COARSE_BLOCK, log_i0_and_ratio, log_i0_split_coarse
 from noddi_bids.fit.polynomial import CONTRACT, polynomial_value
 from noddi_bids.fit.simd import exp, index
+from noddi_bids.fit.tables import PACKED
 from noddi_bids.model.noddi import ODI_MIN
 
 N_PARAMS = 6
+# Positions in the packed tables (:meth:`noddi_bids.fit.tables.SignalTables.packed`).
+(_ODI_NODES, _COEF, _COEF_DODI, _MEAN_COS2, _MEAN_COS2_DODI, _RUNS, _BVALS, _BVECS, _D_PAR, _ISO,
+ _TERMS, _LEAD) = (PACKED.index(name) for name in (
+    "odi_nodes", "stick_coef", "stick_coef_dodi", "mean_cos2", "mean_cos2_dodi", "runs", "bvals",
+    "bvecs_by_axis", "d_par", "iso_signal", "stick_terms", "leading_b0"))  # fmt: skip
 # Values of :func:`physical`: odi, ndi, fwf, s0 and the unit orientation.
 N_PHYSICAL = 7
 # Marquardt damping range (relative to the curvature's diagonal).
@@ -50,8 +56,8 @@ _FINAL_STEP = 3.0
 # Starting fractions are kept this far inside [0, 1]: at sin^2(u) = 0 or 1 the gradient vanishes.
 _EDGE = 1e-3
 # Rows of the per-measurement work array: g.mu and its square, stick and hindered attenuations,
-# model signal, the stick's x- and ODI-derivatives, likelihood terms.
-_COS, _COS2, _STICK, _HINDERED, _MODEL, _STICK_DX, _STICK_DODI, _NLL_TERMS = range(8)
+# model signal, the stick's x- and ODI-derivatives, likelihood terms, the grid's tissue signal.
+_COS, _COS2, _STICK, _HINDERED, _MODEL, _STICK_DX, _STICK_DODI, _NLL_TERMS, _TISSUE = range(9)
 # Floor for zero magnitudes in the likelihood's ``log(m / sigma^2)`` term.
 _TINY_SIGNAL = 1e-300
 # Positions of the orientation rows, the physical-values buffer and the voxel's measurements
@@ -157,7 +163,8 @@ def odi_tables(odi, tables, out, out_dodi):
     ODI-derivatives to ``out_dodi``; returns the Watson mean of ``(mu.n)^2`` and its
     ODI-derivative.
     """
-    odi_nodes, coef, coef_dodi, mean_cos2, mean_cos2_dodi = tables[:5]
+    odi_nodes, coef, coef_dodi = tables[_ODI_NODES], tables[_COEF], tables[_COEF_DODI]
+    mean_cos2, mean_cos2_dodi = tables[_MEAN_COS2], tables[_MEAN_COS2_DODI]
     cell, weights, slopes = _hermite(odi_nodes, odi)
     for shell in range(coef.shape[0]):
         for k in range(coef.shape[2]):
@@ -197,7 +204,7 @@ def _unit_signal(ndi, fwf, stick, hindered, free_water):
 @njit(cache=True, inline="always", fastmath=CONTRACT)
 def _squared_cosines(mu, tables, work, first):
     """``g.mu`` and ``(g.mu)^2`` of the measurements from ``first`` on, to two work rows."""
-    bvecs = tables[7]
+    bvecs = tables[_BVECS]
     mu_x, mu_y, mu_z = mu[0], mu[1], mu[2]
     for m in range(index(first), index(bvecs.shape[1])):
         c = bvecs[0, m] * mu_x + bvecs[1, m] * mu_y + bvecs[2, m] * mu_z
@@ -213,7 +220,7 @@ def _series_by_run(table, tables, work, x_row, out_row, first):
     (:attr:`~noddi_bids.fit.tables.SignalTables.runs`), so that the series (row of ``table``)
     and its length stay fixed inside the loop.
     """
-    runs, terms = tables[5], tables[10]
+    runs, terms = tables[_RUNS], tables[_TERMS]
     for run in range(runs.shape[0]):
         k = runs[run, 2]
         n_terms = terms[k]
@@ -229,7 +236,7 @@ def _signal_rows(ndi, fwf, mu, s0, e_cos2, tables, coef_buf, work):
     on, ``_MODEL`` for all. Written as separate passes over the measurements, each of which
     LLVM vectorises (all but the stick series, whose length varies with the b-value).
     """
-    bvals, d_par, iso, lead = tables[6], tables[8], tables[9], tables[11]
+    bvals, d_par, iso, lead = tables[_BVALS], tables[_D_PAR], tables[_ISO], tables[_LEAD]
     n_meas = index(bvals.shape[0])
     d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
     _squared_cosines(mu, tables, work, lead)
@@ -324,7 +331,8 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
     coef_buf, coef_dodi_buf, jac, work, coef_dx_buf = (
         scratch[0], scratch[1], scratch[2], scratch[3], scratch[5]
     )  # fmt: skip
-    bvals, bvecs, d_par, iso, lead = tables[6], tables[7], tables[8], tables[9], tables[11]
+    bvals, bvecs, d_par, lead = tables[_BVALS], tables[_BVECS], tables[_D_PAR], tables[_LEAD]
+    iso = tables[_ISO]
     mu, dmu_da, dmu_db = scratch[_ORIENTATION]
     odi, ndi, fwf, s0, norm = decode(params, frame, mu)
     e_cos2, de_dodi = odi_tables(odi, tables, coef_buf, coef_dodi_buf)
@@ -616,7 +624,7 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
     b = 0 measurements, whose signal is s0 at every grid point, are left out of the ranking.
     """
     coef_buf, coef_dodi_buf, work, trial_signal = scratch[0], scratch[1], scratch[3], scratch[4]
-    bvals, d_par, iso, lead = tables[6], tables[8], tables[9], tables[11]
+    bvals, d_par, iso, lead = tables[_BVALS], tables[_D_PAR], tables[_ISO], tables[_LEAD]
     first, n_meas = index(lead), index(bvals.shape[0])
     inv_var = 1.0 / (sigma * sigma)
     n_odi = grid_odi.shape[0]
@@ -636,13 +644,13 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
             d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
             for m in range(first, n_meas):
                 hindered = exp(-bvals[m] * (d_perp_w + anisotropy * work[_COS2, m]))
-                work[_HINDERED, m] = ndi * work[_STICK, m] + (1.0 - ndi) * hindered
+                work[_TISSUE, m] = ndi * work[_STICK, m] + (1.0 - ndi) * hindered
             for fwf in grid_fwf:
                 if fwf >= 1.0:
                     nll = free_water_nll
                 else:
                     for m in range(first, n_meas):
-                        trial_signal[m] = s0 * ((1.0 - fwf) * work[_HINDERED, m] + fwf * iso[m])
+                        trial_signal[m] = s0 * ((1.0 - fwf) * work[_TISSUE, m] + fwf * iso[m])
                     nll = rician_nll_coarse(measured, trial_signal, inv_var, lead)
                 if nll < best_nll[i]:
                     best_nll[i] = nll
@@ -660,7 +668,7 @@ def scratch_arrays(tables):
     signal, the stick's x-derivative coefficients, the orientation and its two derivatives, a
     buffer of :func:`physical` values and the voxel's measurements.
     """
-    coef, bvals, lead = tables[1], tables[6], tables[11]
+    coef, bvals, lead = tables[_COEF], tables[_BVALS], tables[_LEAD]
     n_meas = bvals.shape[0]
     jac = np.empty((N_PARAMS + 2, n_meas))
     # The Jacobian columns of the leading b = 0 measurements (signal s0), which
@@ -671,7 +679,7 @@ def scratch_arrays(tables):
         np.empty((coef.shape[0], coef.shape[2])),
         np.empty((coef.shape[0], coef.shape[2])),
         jac,
-        np.empty((_NLL_TERMS + 1, n_meas)),
+        np.empty((_TISSUE + 1, n_meas)),
         np.empty(n_meas),
         np.empty((coef.shape[0], coef.shape[2])),
         np.empty((3, 3)),
@@ -699,18 +707,22 @@ def _fit_from(
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def _gather_measurements(data, row, order, sigma, out):
-    """``out = data[row, order]`` clipped at 0; returns the likelihood's ``sum log(m / sigma^2)``.
+def _gather_measurements(data, row, order, out):
+    """``out = data[row, order]``, clipped at 0 (magnitudes)."""
+    for m in range(order.shape[0]):
+        out[m] = max(data[row, order[m]], 0.0)
 
-    That sum is the part of the Rician log-likelihood that the model does not change (left out
-    of :func:`rician_nll`); zero magnitudes count as ``_TINY_SIGNAL``.
+
+@njit(cache=True, fastmath=CONTRACT)
+def _likelihood_constant(measured, sigma):
+    """``sum log(m / sigma^2)``: the part of the Rician log-likelihood the model does not change.
+
+    Left out of :func:`rician_nll`; zero magnitudes count as ``_TINY_SIGNAL``.
     """
     total = 0.0
-    for m in range(order.shape[0]):
-        value = max(data[row, order[m]], 0.0)
-        out[m] = value
-        total += np.log(max(value, _TINY_SIGNAL))
-    return total - order.shape[0] * 2.0 * np.log(sigma)
+    for m in range(measured.shape[0]):
+        total += np.log(max(measured[m], _TINY_SIGNAL))
+    return total - measured.shape[0] * 2.0 * np.log(sigma)
 
 
 @njit(cache=True, parallel=True, fastmath=CONTRACT)
@@ -739,7 +751,7 @@ def fit_voxels(
     for i in prange(n_vox):
         scratch = scratch_arrays(tables)
         measured = scratch[_MEASURED]
-        constant = _gather_measurements(data, rows[i], order, sigma[i], measured)
+        _gather_measurements(data, rows[i], order, measured)
         mu0 = directions[i] / np.sqrt(directions[i] @ directions[i])
         frame = (mu0, *orientation_frame(mu0))
         s0 = start[i, 3]
@@ -767,7 +779,7 @@ def fit_voxels(
                 out[i, :] = found[run, :4]
                 out_dir[i] = found[run, 4:]
                 converged[i] = run_converged
-        log_likelihood[i] = constant - best_nll
+        log_likelihood[i] = _likelihood_constant(measured, sigma[i]) - best_nll
     return out, out_dir, log_likelihood, converged, iterations
 
 

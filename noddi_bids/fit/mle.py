@@ -70,23 +70,25 @@ class NoddiFit:
         return np.stack([self.odi, self.ndi, self.fwf], axis=-1)
 
 
-def estimate_sigma(data: np.ndarray, b0_mask: np.ndarray) -> np.ndarray:
+def estimate_sigma(data: np.ndarray, b0_mask: np.ndarray | None = None) -> np.ndarray:
     """Per-voxel noise sigma: standard deviation (ddof=1) of the b = 0 images.
 
     Parameters
     ----------
     data : ndarray, shape (N, M)
-    b0_mask : ndarray of bool, shape (M,)
+    b0_mask : ndarray of bool, shape (M,), optional
+        Which columns of ``data`` are b = 0 images (default: all of them).
 
     Returns
     -------
     ndarray, shape (N,)
     """
-    if np.count_nonzero(b0_mask) < 2:
+    b0_images = data if b0_mask is None else data[:, b0_mask]
+    if b0_images.shape[1] < 2:
         raise ValueError(
             "Estimating the noise sigma needs at least two b = 0 volumes; pass sigma explicitly."
         )
-    return np.std(data[:, b0_mask], axis=1, ddof=1)
+    return np.std(b0_images, axis=1, ddof=1)
 
 
 class NoddiMLE:
@@ -127,8 +129,7 @@ class NoddiMLE:
     ) -> None:
         self.scheme = scheme
         # The kernels take the measurements ordered by b-value: b exactly 0 first (their signal
-        # is s0, no model work), then runs of one b-value, whose per-measurement branches
-        # (series lengths, Bessel pieces) the processor predicts well.
+        # is s0, no model work), then one run per b-value, inside which the stick series is fixed.
         self._order = np.argsort(scheme.bvals, kind="stable")
         self.tables: SignalTables = build_tables(
             scheme.bvals[self._order], scheme.bvecs[self._order], d_par, d_iso
@@ -178,7 +179,7 @@ class NoddiMLE:
         b0_images = np.where(finite[:, None], np.maximum(data[:, b0_mask], 0.0), 0.0)
         mean_b0 = b0_images.mean(axis=1)
         sigma = (
-            estimate_sigma(b0_images, np.ones(b0_images.shape[1], dtype=bool))
+            estimate_sigma(b0_images)
             if sigma is None
             else np.broadcast_to(np.asarray(sigma, dtype=np.float64), (n_vox,))
         )

@@ -1,12 +1,19 @@
 """Building blocks for compiled (numba) loops that LLVM turns into SIMD instructions.
 
-Two things keep LLVM from vectorising a loop over the measurements: a call it has no vector
-form of (``np.exp`` and ``np.log`` go to the C library, one value at a time), and numba's
-support for negative indices (an array index that may be negative is wrapped around with a
-select, and a store through a selected address cannot be vectorised). :func:`exp` and
+Three things keep LLVM from vectorising a loop over the measurements: a call it has no vector
+form of (``np.exp`` and ``np.log`` go to the C library, one value at a time); numba's support
+for negative indices (an array index that may be negative is wrapped around with a select, and
+a store through a selected address cannot be vectorised); and numba's check of every float
+division for a zero divisor (Python's ``ZeroDivisionError``, a branch). :func:`exp` and
 :func:`log` are written in arithmetic and bit operations only (the bits as unsigned integers,
-whose shifts AVX2 has), and :func:`index` makes a loop bound unsigned, so that numba drops the
-wraparound.
+whose shifts AVX2 has), :func:`index` makes a loop bound unsigned, so that numba drops the
+wraparound, and kernels whose loops divide (:func:`log` does) compile with
+``error_model="numpy"`` (without it they give the same results, only slower).
+
+The functions are inlined into their callers and take the callers' fast-math flags: those must
+not include ``reassoc`` or ``nsz`` (nor ``fastmath=True``), which let LLVM fold away the
+rounding step of :func:`exp` (``x + 1.5 * 2^52 - 1.5 * 2^52``); the fitter's kernels only allow
+fused multiply-adds (``CONTRACT``), and their tests against the exact model would fail otherwise.
 """
 
 from __future__ import annotations

@@ -101,22 +101,35 @@ class SignalTables:
         """Free-water attenuation per measurement, shape (M,)."""
         return np.exp(-self.bvals * self.d_iso)
 
+    @property
+    def bvecs_by_axis(self) -> np.ndarray:
+        """Gradient directions as rows x, y, z, shape (3, M) (contiguous per axis)."""
+        return np.ascontiguousarray(self.bvecs.T)
+
     def packed(self) -> tuple:
-        """Return the tables as the tuple the compiled kernels take (:mod:`.kernels`)."""
-        return (
-            self.odi_nodes,
-            self.stick_coef,
-            self.stick_coef_dodi,
-            self.mean_cos2,
-            self.mean_cos2_dodi,
-            self.runs,
-            self.bvals,
-            np.ascontiguousarray(self.bvecs.T),
-            self.d_par,
-            self.iso_signal,
-            self.stick_terms,
-            self.leading_b0,
-        )
+        """Return the tables as the tuple the compiled kernels take (:mod:`.kernels`).
+
+        The attributes named in ``PACKED``, in that order.
+        """
+        return tuple(getattr(self, name) for name in PACKED)
+
+
+#: Attributes of :class:`SignalTables` in :meth:`SignalTables.packed`, in order; the kernels
+#: look values up by their position here.
+PACKED = (
+    "odi_nodes",
+    "stick_coef",
+    "stick_coef_dodi",
+    "mean_cos2",
+    "mean_cos2_dodi",
+    "runs",
+    "bvals",
+    "bvecs_by_axis",
+    "d_par",
+    "iso_signal",
+    "stick_terms",
+    "leading_b0",
+)
 
 
 def _chebyshev_points(n: int) -> np.ndarray:

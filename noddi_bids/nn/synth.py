@@ -162,10 +162,8 @@ def scheme_tables(scheme: Scheme, d_par: float = D_PAR, d_iso: float = D_ISO) ->
 
 
 @njit(cache=True, parallel=True)
-def _synthesise(parameters, directions, tables):  # pragma: no cover - compiled
-    n_vox = parameters.shape[0]
-    out = np.empty((n_vox, tables[6].shape[0]))
-    for i in prange(n_vox):
+def _synthesise(parameters, directions, tables, out):  # pragma: no cover - compiled
+    for i in prange(parameters.shape[0]):
         model_signal(
             parameters[i, 0],
             parameters[i, 1],
@@ -176,7 +174,6 @@ def _synthesise(parameters, directions, tables):  # pragma: no cover - compiled
             scratch_arrays(tables),
             out[i],
         )
-    return out
 
 
 def synthesise_signals(
@@ -220,7 +217,9 @@ def synthesise_signals(
         )
     if parameters.shape[0] == 0:
         return np.empty((0, scheme.n_measurements))
-    return _synthesise(parameters, directions, tables.packed())
+    out = np.empty((parameters.shape[0], scheme.n_measurements))
+    _synthesise(parameters, directions, tables.packed(), out)
+    return out
 
 
 def mle_labels(
