@@ -65,6 +65,12 @@ _TINY_SIGNAL = 1e-300
 _ORIENTATION, _PHYSICAL_BUFFER, _MEASURED = 6, 7, 8
 
 
+@njit(cache=True, inline="always", fastmath=CONTRACT)
+def _rician_term(measured, model, inv_var, log_i0_z):
+    """One measurement's negative Rician log-likelihood, less ``log(m / sigma^2)``."""
+    return (measured * measured + model * model) * 0.5 * inv_var - log_i0_z
+
+
 @njit(cache=True, fastmath=CONTRACT, error_model="numpy")
 def rician_nll(measured, model, inv_var, terms):
     """Negative Rician log-likelihood of one voxel, less the model-free ``sum log(m/sigma^2)``.
@@ -77,7 +83,7 @@ def rician_nll(measured, model, inv_var, terms):
         x = measured[m]
         s = model[m]
         log_i0_z, _ = log_i0_and_ratio(x * s * inv_var)
-        terms[m] = (x * x + s * s) * 0.5 * inv_var - log_i0_z
+        terms[m] = _rician_term(x, s, inv_var, log_i0_z)
     return _sum(terms)
 
 
@@ -108,7 +114,7 @@ def rician_nll_coarse(measured, model, inv_var, first=0):
             s = model[m]
             z = x * s * inv_var
             value, argument = log_i0_split_coarse(z)
-            total += (x * x + s * s) * 0.5 * inv_var - value
+            total += _rician_term(x, s, inv_var, value)
             product *= argument
         log_sum += np.log(product)
     return total + 0.5 * log_sum
@@ -196,9 +202,21 @@ def orientation_frame(mu0):
 
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)
-def _unit_signal(ndi, fwf, stick, hindered, free_water):
-    """Signal relative to s0 from the three compartments' attenuations."""
-    return (1.0 - fwf) * (ndi * stick + (1.0 - ndi) * hindered) + fwf * free_water
+def _hindered_attenuation(bval, x, d_perp_w, anisotropy):
+    """Hindered compartment's attenuation at ``x = (g.mu)^2`` (:func:`_hindered_diffusivities`)."""
+    return exp(-bval * (d_perp_w + anisotropy * x))
+
+
+@njit(cache=True, inline="always", fastmath=CONTRACT)
+def _tissue_signal(ndi, stick, hindered):
+    """Attenuation of the tissue (intra- and extra-neurite) part of the signal."""
+    return ndi * stick + (1.0 - ndi) * hindered
+
+
+@njit(cache=True, inline="always", fastmath=CONTRACT)
+def _unit_signal(fwf, tissue, free_water):
+    """Signal relative to s0 from the tissue and free-water attenuations."""
+    return (1.0 - fwf) * tissue + fwf * free_water
 
 
 @njit(cache=True, inline="always", fastmath=CONTRACT)
@@ -244,9 +262,10 @@ def _signal_rows(ndi, fwf, mu, s0, e_cos2, tables, coef_buf, work):
     for m in range(index(0), index(lead)):
         work[_MODEL, m] = s0
     for m in range(index(lead), n_meas):
-        hindered = exp(-bvals[m] * (d_perp_w + anisotropy * work[_COS2, m]))
+        hindered = _hindered_attenuation(bvals[m], work[_COS2, m], d_perp_w, anisotropy)
         work[_HINDERED, m] = hindered
-        work[_MODEL, m] = s0 * _unit_signal(ndi, fwf, work[_STICK, m], hindered, iso[m])
+        tissue = _tissue_signal(ndi, work[_STICK, m], hindered)
+        work[_MODEL, m] = s0 * _unit_signal(fwf, tissue, iso[m])
     return d_perp_w, anisotropy
 
 
@@ -351,7 +370,7 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
         z = measured_m * model * inv_var
         log_i0_z, ratio_over_z = log_i0_and_ratio(z)
         ratio = z * ratio_over_z
-        work[_NLL_TERMS, m] = (measured_m * measured_m + model * model) * 0.5 * inv_var - log_i0_z
+        work[_NLL_TERMS, m] = _rician_term(measured_m, model, inv_var, log_i0_z)
         jac[N_PARAMS, m] = (model - measured_m * ratio) * inv_var
         ratio_slope = 1.0 - ratio_over_z - ratio * ratio
         jac[N_PARAMS + 1, m] = max(
@@ -385,7 +404,7 @@ def _evaluate(params, frame, measured, inv_var, tables, scratch, derivatives, gr
         ds_dc = (
             2.0 * c * tissue_scale * (ndi * work[_STICK_DX, m] - (1.0 - ndi) * anisotropy * b_s_ec)
         )
-        tissue = ndi * s_ic + (1.0 - ndi) * s_ec
+        tissue = _tissue_signal(ndi, s_ic, s_ec)
         jac[0, m] = tissue_scale * (
             ndi * work[_STICK_DODI, m] - (1.0 - ndi) * b_s_ec * (dperp_dodi + daniso_dodi * x)
         )
@@ -643,14 +662,14 @@ def grid_search(measured, sigma, s0, mu0, grid_odi, grid_ndi, grid_fwf, tables, 
                 continue
             d_perp_w, anisotropy = _hindered_diffusivities(ndi, e_cos2, d_par)
             for m in range(first, n_meas):
-                hindered = exp(-bvals[m] * (d_perp_w + anisotropy * work[_COS2, m]))
-                work[_TISSUE, m] = ndi * work[_STICK, m] + (1.0 - ndi) * hindered
+                hindered = _hindered_attenuation(bvals[m], work[_COS2, m], d_perp_w, anisotropy)
+                work[_TISSUE, m] = _tissue_signal(ndi, work[_STICK, m], hindered)
             for fwf in grid_fwf:
                 if fwf >= 1.0:
                     nll = free_water_nll
                 else:
                     for m in range(first, n_meas):
-                        trial_signal[m] = s0 * ((1.0 - fwf) * work[_TISSUE, m] + fwf * iso[m])
+                        trial_signal[m] = s0 * _unit_signal(fwf, work[_TISSUE, m], iso[m])
                     nll = rician_nll_coarse(measured, trial_signal, inv_var, lead)
                 if nll < best_nll[i]:
                     best_nll[i] = nll

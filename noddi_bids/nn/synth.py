@@ -215,8 +215,6 @@ def synthesise_signals(
         raise ValueError(
             f"{parameters.shape[0]} parameter rows but {directions.shape[0]} directions"
         )
-    if parameters.shape[0] == 0:
-        return np.empty((0, scheme.n_measurements))
     out = np.empty((parameters.shape[0], scheme.n_measurements))
     _synthesise(parameters, directions, tables.packed(), out)
     return out
