@@ -187,6 +187,18 @@ def write_synthseg(
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels() -> None:
+    """Compile the numba kernels once per test session, before the first test.
+
+    A cold cache costs about a minute; here it is paid once (and saved to the cache, where the
+    app's worker processes find it) instead of inside whichever test first fits a voxel.
+    """
+    from noddi_bids.cli.warmup import warm_up
+
+    warm_up()
+
+
 @pytest.fixture
 def bids_dataset(tmp_path: Path) -> Phantom:
     """One participant, one run, no SynthSeg."""

@@ -31,12 +31,18 @@ from noddi_bids.nn.train import (
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny network trained on ground-truth labels, exported to ONNX."""
+    """A tiny network trained on ground-truth labels, exported to ONNX.
+
+    60 epochs: with 25, some initialisations had not yet learnt ODI (correlation 0.05 with the
+    truth for one of six seeds), so whether the test passed depended on the float trajectory of
+    the CPU it ran on. At 60 epochs ten seeds all reach a validation loss of 0.027-0.031 and an
+    ODI correlation of 0.60-0.63.
+    """
     scheme = reference_scheme()
     data = make_training_set(scheme, 6000, labels="gt", seed=11)
     targets, weights = label_targets(data, "gt")
     settings = TrainingSettings(
-        epochs=25, batch_size=200, learning_rate=3e-3, seed=1, device="cpu", n_threads=1
+        epochs=60, batch_size=200, learning_rate=3e-3, seed=1, device="cpu", n_threads=1
     )
     result = train_network(data.signals, targets, weights, settings, progress=False)
     metadata = ModelMetadata(
@@ -62,13 +68,17 @@ def test_network_size_for_reference_scheme():
 
 
 def test_tiny_training_learns(trained):
+    # Properties of a network that learnt, not of one CPU's training trajectory: its validation
+    # error is well below that of predicting the mean label (the labels' variance), and its
+    # estimates on new data follow the truth.
     scheme, result, path = trained
     history = result.history["validation"]
-    assert history[-1] < 0.6 * history[0]
     assert result.best_validation_loss == min(history)
     test = make_training_set(scheme, 2000, labels="gt", seed=99)
+    mean_predictor_loss = float(test.truth.var(axis=0).mean())  # 0.08 for uniform labels
+    assert result.best_validation_loss < 0.5 * mean_predictor_loss
     estimates = OnnxEstimator(path).predict(test.signals)
-    for column, floor in zip(range(3), (0.4, 0.4, 0.9), strict=True):
+    for column, floor in zip(range(3), (0.45, 0.7, 0.9), strict=True):
         r = np.corrcoef(estimates[:, column], test.truth[:, column])[0, 1]
         assert r > floor, (column, r)
 
@@ -96,7 +106,7 @@ def test_metadata_present(trained):
     assert meta.labels == "gt" and meta.parameters == ("odi", "ndi", "fwf")
     assert meta.d_par == 1.7e-3 and meta.d_iso == 3e-3 and meta.snr == 15.0
     assert meta.b0_threshold == scheme.b0_threshold and meta.version == "test"
-    assert meta.training["epochs_run"] == 25
+    assert meta.training["epochs_run"] == 60
     assert len(estimator.sha256) == 64
     model = onnx.load(path)
     document = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])

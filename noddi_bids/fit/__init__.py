@@ -15,6 +15,11 @@ def _ensure_writable_numba_cache() -> None:
     """
     configured = os.environ.get("NUMBA_CACHE_DIR")
     target = Path(configured) if configured else Path(__file__).parent
+    if configured:
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # not creatable: fall back below
     if os.access(target, os.W_OK):
         return
     fallback = Path(tempfile.gettempdir()) / f"noddi-bids-numba-{os.getuid()}"
