@@ -10,8 +10,10 @@ import pytest
 from noddi_bids import __version__
 from noddi_bids.io.derivatives import (
     atomic_target,
+    dataset_location,
     derivative_name,
     derivative_path,
+    source_uri,
     write_dataset_description,
     write_tsv,
 )
@@ -54,3 +56,25 @@ def test_dataset_description(tmp_path, monkeypatch):
     assert description["GeneratedBy"][0]["Version"] == __version__
     assert description["GeneratedBy"][0]["Container"]["Type"] == "docker"
     assert (tmp_path / "out" / ".bidsignore").is_file()
+    assert description["DatasetLinks"] == {"raw": (tmp_path / "bids").as_uri()}
+    assert description["SourceDatasets"] == [{"URL": "bids:raw:"}]
+
+
+def test_dataset_links_inside_and_outside(tmp_path):
+    bids = tmp_path / "bids"
+    assert dataset_location(bids / "derivatives" / "noddi", bids) == "../.."
+    assert dataset_location(tmp_path / "out", bids) == bids.as_uri()
+
+
+@pytest.mark.parametrize(
+    ("description", "name"),
+    [({"DatasetType": "raw"}, "raw"), ({}, "raw"), ({"DatasetType": "derivative"}, "preprocessed")],
+)
+def test_source_uri_names_the_input_dataset(tmp_path, description, name):
+    (tmp_path / "dataset_description.json").write_text(json.dumps({"Name": "x", **description}))
+    path = tmp_path / "sub-01" / "dwi" / "sub-01_dwi.nii.gz"
+    assert source_uri(tmp_path, path) == f"bids:{name}:sub-01/dwi/sub-01_dwi.nii.gz"
+    out = tmp_path / "derivatives" / "noddi"
+    write_dataset_description(out, tmp_path)
+    written = json.loads((out / "dataset_description.json").read_text())
+    assert written["DatasetLinks"] == {name: "../.."}

@@ -50,7 +50,9 @@ STATS_COLUMNS = {
 class _DerivativesInputSpec(BaseInterfaceInputSpec):
     output_dir = Directory(mandatory=True, desc="derivatives folder")
     entities = traits.Dict(traits.Str, traits.Str, mandatory=True, desc="entities of the run")
-    sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the source files")
+    sources = traits.List(
+        traits.Str, mandatory=True, desc="BIDS URIs of the source files, the dwi image first"
+    )
 
 
 class _WrittenOutputSpec(TraitedSpec):
@@ -74,21 +76,21 @@ class WriteReference(SimpleInterface):
         inputs = self.inputs
         qc = read_record(inputs.qc_file)
         common = {"Sources": list(inputs.sources), "SoftwareVersion": __version__}
+        mask = {
+            "Type": "Brain",
+            "Description": "Brain mask of the voxels estimated",
+            **_spatial_reference(inputs),
+            **qc,
+        }
         files = [
             *_write_image(
                 inputs.mean_b0,
                 inputs,
-                {**common, "Description": "Mean of the b = 0 volumes"},
+                {"Description": "Mean of the b = 0 volumes", **common},
                 "dwiref",
                 desc="meanb0",
             ),
-            *_write_image(
-                inputs.mask_file,
-                inputs,
-                {**common, "Type": "Brain", **qc},
-                "mask",
-                desc="brain",
-            ),
+            *_write_image(inputs.mask_file, inputs, {**mask, **common}, "mask", desc="brain"),
         ]
         self._results["out_files"] = files
         return runtime
@@ -154,7 +156,9 @@ class WriteTissue(SimpleInterface):
         files = []
         for tissue, path in record["masks"].items():
             sidecar = {
-                "Type": tissue,
+                "Type": "ROI",
+                "Description": f"Mask of the {io.TISSUE_NAMES[tissue]} ({tissue}) on the dwi grid",
+                **_spatial_reference(inputs),
                 **details,
                 "Sources": list(inputs.sources),
                 "SoftwareVersion": __version__,
@@ -168,6 +172,11 @@ class WriteTissue(SimpleInterface):
         files.append(str(io.write_json(sidecar, table.with_suffix(".json"))))
         self._results["out_files"] = files
         return runtime
+
+
+def _spatial_reference(inputs: Any) -> dict[str, str]:
+    """``SpatialReference`` of a mask: the dwi run (first source) whose grid it is on."""
+    return {"SpatialReference": inputs.sources[0]}
 
 
 def _write_image(

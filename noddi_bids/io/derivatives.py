@@ -42,7 +42,29 @@ ESTIMATOR_DESCRIPTIONS = {
 }
 #: Network training labels -> ``desc-`` label.
 NN_DESC = {"mle": "nnmle", "gt": "nngt", "hybrid": "nnhybrid"}
-BIDSIGNORE = ("*.html\n", "figures/\n", "logs/\n", "group_*.tsv\n", "dicom/\n")
+#: Tissue classes of the masks: ``label-`` value (BIDS common image-derived labels) -> words.
+TISSUE_NAMES = {"WM": "white matter", "GM": "grey matter", "CSF": "cerebrospinal fluid"}
+#: Name of the input dataset in BIDS URIs (``bids:<name>:<path>``) and ``DatasetLinks``.
+INPUT_DATASET = {"raw": "raw", "derivative": "preprocessed"}
+#: ``.bidsignore`` of the derivatives: what the BIDS schema does not (yet) describe, as QSIRecon
+#: does. Folders are named without a trailing slash (the schema validator tests folder paths
+#: without one).
+BIDSIGNORE = (
+    "# diffusion-derivatives proposal (BEP016): model-/param- maps, reference images\n"
+    "*_dwimap.nii.gz\n"
+    "*_dwimap.json\n"
+    "*_dwiref.nii.gz\n"
+    "*_dwiref.json\n"
+    "# per-run tables (desc-tissue_stats) and group tables\n"
+    "*_stats.tsv\n"
+    "*_stats.json\n"
+    "group_*\n"
+    "# reports, their figures, crash logs and the --dicom series\n"
+    "*.html\n"
+    "figures\n"
+    "logs\n"
+    "dicom\n"
+)
 
 
 def derivative_name(source: Mapping[str, str], suffix: str, extension: str, **entities: str) -> str:
@@ -131,6 +153,45 @@ def write_tsv(table: pd.DataFrame, path: Path) -> Path:
     return Path(path)
 
 
+def input_dataset_name(bids_dir: Path) -> str:
+    """Name of the input dataset in BIDS URIs: ``preprocessed`` for a derivative, else ``raw``.
+
+    Parameters
+    ----------
+    bids_dir : Path
+        The input dataset (its ``dataset_description.json`` has been checked already).
+    """
+    description = Path(bids_dir) / "dataset_description.json"
+    try:
+        kind = json.loads(description.read_text(encoding="utf-8")).get("DatasetType", "raw")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        kind = "raw"
+    return INPUT_DATASET.get(kind, "raw")
+
+
+def source_uri(bids_dir: Path, path: Path) -> str:
+    """BIDS URI of an input file, e.g. ``bids:raw:sub-01/dwi/sub-01_dwi.nii.gz``.
+
+    The dataset name is resolved by ``DatasetLinks`` of ``dataset_description.json``
+    (:func:`write_dataset_description`).
+    """
+    relative = Path(path).relative_to(bids_dir).as_posix()
+    return f"bids:{input_dataset_name(bids_dir)}:{relative}"
+
+
+def dataset_location(output_dir: Path, bids_dir: Path) -> str:
+    """Location of the input dataset for ``DatasetLinks``.
+
+    A path relative to the derivatives folder when the derivatives lie inside the input dataset
+    (``<bids_dir>/derivatives/noddi``: ``../..``, valid wherever the dataset is moved), the
+    absolute ``file://`` URI otherwise.
+    """
+    output_dir, bids_dir = Path(output_dir).absolute(), Path(bids_dir).absolute()
+    if output_dir.is_relative_to(bids_dir):
+        return Path(os.path.relpath(bids_dir, output_dir)).as_posix()
+    return bids_dir.as_uri()
+
+
 def write_dataset_description(output_dir: Path, bids_dir: Path | None = None) -> None:
     """Write ``dataset_description.json`` (DatasetType derivative) and ``.bidsignore``.
 
@@ -139,7 +200,8 @@ def write_dataset_description(output_dir: Path, bids_dir: Path | None = None) ->
     output_dir : Path
         Derivatives folder (created if needed).
     bids_dir : Path, optional
-        Raw dataset, recorded in ``SourceDatasets``.
+        Input dataset, recorded in ``SourceDatasets`` and in ``DatasetLinks`` under the name the
+        sidecars' BIDS URIs use (:func:`source_uri`).
     """
     generated = {
         "Name": "noddi-bids",
@@ -156,7 +218,9 @@ def write_dataset_description(output_dir: Path, bids_dir: Path | None = None) ->
         "GeneratedBy": [generated],
     }
     if bids_dir is not None:
-        description["SourceDatasets"] = [{"URL": Path(bids_dir).as_uri()}]
+        name = input_dataset_name(bids_dir)
+        description["SourceDatasets"] = [{"URL": f"bids:{name}:"}]
+        description["DatasetLinks"] = {name: dataset_location(output_dir, bids_dir)}
     write_json(description, Path(output_dir) / "dataset_description.json")
     with atomic_target(Path(output_dir) / ".bidsignore") as temporary:
-        temporary.write_text("".join(BIDSIGNORE), encoding="utf-8")
+        temporary.write_text(BIDSIGNORE, encoding="utf-8")

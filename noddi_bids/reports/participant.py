@@ -401,7 +401,8 @@ def _run_provenance_html(run: RunDerivatives) -> str:
             scheme_shown = True
     if run.tissue_masks:
         details = _sidecar(next(iter(run.tissue_masks.values())))
-        shown = {k: v for k, v in details.items() if k not in ("Type", "Sources")}
+        per_mask = ("Type", "Description", "SpatialReference", "Sources")
+        shown = {k: v for k, v in details.items() if k not in per_mask}
         items = [("Tissue masks", ", ".join(p.name for p in run.tissue_masks.values()))]
         items += [(key, _plain(value)) for key, value in shown.items()]
         parts.append("<h4>Tissue masks</h4>" + page.definition_list(items))

@@ -9,6 +9,7 @@ from nipype.pipeline import engine as pe
 
 from noddi_bids.config import Config
 from noddi_bids.io.bids import DwiRun
+from noddi_bids.io.derivatives import source_uri
 from noddi_bids.workflows.dwi import init_dwi_noddi_wf
 
 
@@ -61,10 +62,7 @@ def init_participant_wf(
     """
     workflow = pe.Workflow(name=f"sub_{runs[0].subject}_wf")
     for run in runs:
-        sources = [
-            f"bids:raw:{path.relative_to(config.bids_dir).as_posix()}"
-            for path in (run.dwi, run.bval, run.bvec)
-        ]
+        sources = [source_uri(config.bids_dir, path) for path in (run.dwi, run.bval, run.bvec)]
         workflow.add_nodes(
             [
                 init_dwi_noddi_wf(
