@@ -236,3 +236,43 @@ def model_cache(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     monkeypatch.setenv(CACHE_ENV, str(tiny_model.parent.parent))
     return tiny_model
+
+
+def make_qsiprep_dataset(
+    root: Path, *, space: str = "T1w", brain_mask: bool = False, **options: object
+) -> Phantom:
+    """A QSIPrep-shaped derivative dataset of the block phantom.
+
+    ``DatasetType: derivative``; per run ``..._space-<space>_desc-preproc_dwi.{nii.gz,bval,bvec,
+    json}`` beside the files QSIPrep also writes there (``dwiref``, image QC table, confounds);
+    with ``brain_mask`` the pipeline's ``..._space-<space>_desc-brain_mask.nii.gz`` (the phantom's
+    WM block, so that it differs from the automatic mask); plus an ``anat`` folder and an HTML
+    report, which must be ignored. ``options`` go to :func:`make_bids_dataset`.
+    """
+    phantom = make_bids_dataset(root, **options)
+    (phantom.root / "dataset_description.json").write_text(
+        json.dumps({"Name": "qsiprep output", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+                    "GeneratedBy": [{"Name": "qsiprep", "Version": "1.0.0"}]})  # fmt: skip
+    )
+    renamed = []
+    for dwi in phantom.dwi:
+        stem = dwi.name.removesuffix("_dwi.nii.gz")
+        prefix = f"{stem}_space-{space}"
+        for old in dwi.parent.glob(f"{stem}_dwi.*"):
+            old.rename(old.with_name(f"{prefix}_desc-preproc_dwi{''.join(old.suffixes)}"))
+        renamed.append(dwi.with_name(f"{prefix}_desc-preproc_dwi.nii.gz"))
+        image = nib.load(renamed[-1])
+        b0 = nib.Nifti1Image(np.asarray(image.dataobj)[..., 0], image.affine)
+        nib.save(b0, str(dwi.with_name(f"{prefix}_dwiref.nii.gz")))
+        (dwi.parent / f"{prefix}_desc-image_qc.tsv").write_text("raw_dimension_x\n12\n")
+        confounds = dwi.parent / f"{stem}_desc-confounds_timeseries.tsv"
+        confounds.write_text("framewise_displacement\n0\n")
+        if brain_mask:
+            mask = nib.Nifti1Image((phantom.tissue == 1).astype(np.uint8), image.affine)
+            nib.save(mask, str(dwi.with_name(f"{prefix}_desc-brain_mask.nii.gz")))
+        anat = dwi.parent.parent / "anat"
+        anat.mkdir(exist_ok=True)
+        nib.save(b0, str(anat / f"{stem.split('_')[0]}_desc-preproc_T1w.nii.gz"))
+    (phantom.root / f"{phantom.dwi[0].name.split('_')[0]}.html").write_text("<html></html>")
+    phantom.dwi = renamed
+    return phantom

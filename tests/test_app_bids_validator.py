@@ -9,11 +9,13 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_bids_dataset
+from conftest import make_bids_dataset, make_qsiprep_dataset
 
 from noddi_bids.cli.run import main
 
@@ -52,7 +54,10 @@ def resolve_uri(derivatives: Path, uri: str) -> Path:
     description = json.loads((derivatives / "dataset_description.json").read_text())
     scheme, name, path = uri.split(":", 2)
     assert scheme == "bids"
-    return (derivatives / description["DatasetLinks"][name] / path).resolve()
+    link = description["DatasetLinks"][name]
+    if link.startswith("file:"):
+        return Path(url2pathname(urlparse(link).path)) / path
+    return (derivatives / link / path).resolve()
 
 
 @needs_validator
@@ -76,6 +81,19 @@ def test_derivatives_pass_the_validator(tmp_path, model_cache):
         path = out / "sub-01" / "dwi" / f"sub-01_label-{tissue}_mask.json"
         sidecar = json.loads(path.read_text())
         assert sidecar["Type"] == "ROI" and f"({tissue})" in sidecar["Description"]
+
+
+@needs_validator
+def test_qsiprep_input_derivatives_pass_the_validator(tmp_path, model_cache):
+    """A preprocessed input: space- names and bids:preprocessed: URIs are valid too."""
+    phantom = make_qsiprep_dataset(tmp_path / "qsiprep", brain_mask=True)
+    out = tmp_path / "out"
+    assert run(phantom.root, out, "participant", "-w", tmp_path / "work", "--nprocs", "1") == 0
+    assert validator_errors(out) == []
+    mask = out / "sub-01" / "dwi" / "sub-01_space-T1w_desc-brain_mask.json"
+    sidecar = json.loads(mask.read_text())
+    for uri in sidecar["Sources"]:
+        assert resolve_uri(out, uri).is_file(), uri
 
 
 @needs_validator

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_bids_dataset
+from conftest import make_bids_dataset, make_qsiprep_dataset
 
 from noddi_bids.config import (
     Config,
@@ -18,7 +18,12 @@ from noddi_bids.config import (
     InvalidDatasetError,
     MissingInputError,
 )
-from noddi_bids.io.bids import collect_dwi_runs, find_segmentation, parse_entities
+from noddi_bids.io.bids import (
+    collect_dwi_runs,
+    find_segmentation,
+    parse_entities,
+    validate_dataset,
+)
 from noddi_bids.model.scheme import reference_scheme
 
 
@@ -171,3 +176,46 @@ def test_segmentation_missing_and_unreadable(tmp_path):
     path.write_bytes(b"\x1f\x8b broken")
     with pytest.raises(InputError, match="unreadable"):
         find_segmentation(phantom.synthseg_dir, {"sub": "01"})
+
+
+# Preprocessed (QSIPrep-shaped) input
+PREFIX = "sub-01_space-T1w"
+
+
+def test_validation_is_skipped_for_derivatives(tmp_path, caplog):
+    phantom = make_qsiprep_dataset(tmp_path / "qsiprep", shape=(8, 8, 4))
+    with caplog.at_level("INFO", logger="noddi_bids"):
+        validate_dataset(phantom.root)
+    assert "derivative dataset" in caplog.text and "do not follow BIDS naming" not in caplog.text
+
+
+def test_preproc_selected_and_mask_in_the_same_space(tmp_path):
+    phantom = make_qsiprep_dataset(tmp_path / "qsiprep", shape=(8, 8, 4), brain_mask=True)
+    folder = phantom.dwi[0].parent
+    # another dwi series of the pipeline (not desc-preproc) and a mask in another space
+    for path in folder.glob(f"{PREFIX}_desc-preproc_dwi.*"):
+        shutil.copyfile(path, path.with_name(path.name.replace("desc-preproc", "desc-raw")))
+    (folder / f"{PREFIX}_desc-brain_mask.nii.gz").rename(
+        folder / "sub-01_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz"
+    )
+    (selected,) = collect_dwi_runs(_config(phantom.root, tmp_path))
+    assert selected.dwi == phantom.dwi[0]
+    assert selected.entities == {"sub": "01", "space": "T1w"}
+    assert selected.brain_mask is None and selected.brain_mask_origin == ""
+    filters = {"dwi": {"desc": "raw"}}
+    chosen = collect_dwi_runs(_config(phantom.root, tmp_path, bids_filters=filters))
+    assert [r.dwi.name for r in chosen] == [f"{PREFIX}_desc-raw_dwi.nii.gz"]
+
+
+def test_mask_dir_wins_over_the_pipeline_mask(tmp_path):
+    phantom = make_qsiprep_dataset(tmp_path / "qsiprep", shape=(8, 8, 4), brain_mask=True)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    image = nib.load(phantom.dwi[0])
+    ones = nib.Nifti1Image(np.ones(image.shape[:3], np.uint8), image.affine)
+    nib.save(ones, masks / "sub-01_desc-brain_mask.nii.gz")
+    (run_,) = collect_dwi_runs(_config(phantom.root, tmp_path))
+    assert run_.brain_mask == phantom.dwi[0].parent / f"{PREFIX}_desc-brain_mask.nii.gz"
+    (user,) = collect_dwi_runs(_config(phantom.root, tmp_path, mask_dir=masks))
+    assert user.brain_mask == masks / "sub-01_desc-brain_mask.nii.gz"
+    assert user.brain_mask_origin == "user-supplied"

@@ -7,6 +7,7 @@ be connected after it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,9 @@ class _WriteReferenceInputSpec(_DerivativesInputSpec):
     mean_b0 = File(exists=True, mandatory=True, desc="mean b = 0 image")
     mask_file = File(exists=True, mandatory=True, desc="brain mask")
     qc_file = File(exists=True, mandatory=True, desc="JSON with excluded-voxel counts")
+    mask_sources = traits.List(
+        traits.Str, desc="URIs of the brain mask given as input (--mask-dir, input dataset's own)"
+    )
 
 
 class WriteReference(SimpleInterface):
@@ -75,22 +79,18 @@ class WriteReference(SimpleInterface):
     def _run_interface(self, runtime):
         inputs = self.inputs
         qc = read_record(inputs.qc_file)
-        common = {"Sources": list(inputs.sources), "SoftwareVersion": __version__}
-        mask = {
-            "Type": "Brain",
-            "Description": "Brain mask of the voxels estimated",
-            **_spatial_reference(inputs),
-            **qc,
-        }
+        mask = {"Type": "Brain", "Description": "Brain mask of the voxels estimated", **qc}
+        reference = {"Description": "Mean of the b = 0 volumes"}
         files = [
+            *_write_image(inputs.mean_b0, inputs, reference, "dwiref", desc="meanb0"),
             *_write_image(
-                inputs.mean_b0,
+                inputs.mask_file,
                 inputs,
-                {"Description": "Mean of the b = 0 volumes", **common},
-                "dwiref",
-                desc="meanb0",
+                mask,
+                "mask",
+                sources=[*inputs.sources, *inputs.mask_sources],
+                desc="brain",
             ),
-            *_write_image(inputs.mask_file, inputs, {**mask, **common}, "mask", desc="brain"),
         ]
         self._results["out_files"] = files
         return runtime
@@ -125,8 +125,6 @@ class WriteEstimate(SimpleInterface):
                 "Units": units,
                 **record["sidecar"],
                 "ExcludedVoxels": qc["ExcludedVoxels"],
-                "Sources": list(inputs.sources),
-                "SoftwareVersion": __version__,
             }
             written = _write_image(
                 path, inputs, sidecar, "dwimap", model="noddi", param=param, desc=record["desc"]
@@ -158,10 +156,7 @@ class WriteTissue(SimpleInterface):
             sidecar = {
                 "Type": "ROI",
                 "Description": f"Mask of the {io.TISSUE_NAMES[tissue]} ({tissue}) on the dwi grid",
-                **_spatial_reference(inputs),
                 **details,
-                "Sources": list(inputs.sources),
-                "SoftwareVersion": __version__,
             }
             files.extend(_write_image(path, inputs, sidecar, "mask", label=tissue))
         table = io.derivative_path(
@@ -174,16 +169,27 @@ class WriteTissue(SimpleInterface):
         return runtime
 
 
-def _spatial_reference(inputs: Any) -> dict[str, str]:
-    """``SpatialReference`` of a mask: the dwi run (first source) whose grid it is on."""
-    return {"SpatialReference": inputs.sources[0]}
-
-
 def _write_image(
-    path: str, inputs: Any, sidecar: dict[str, Any], suffix: str, **entities: str
+    path: str,
+    inputs: Any,
+    sidecar: dict[str, Any],
+    suffix: str,
+    sources: Sequence[str] | None = None,
+    **entities: str,
 ) -> list[str]:
+    """Copy an image to its derivative name and write its sidecar; return both paths.
+
+    Every image sidecar ends with ``SpatialReference`` (the dwi run, first source, whose grid
+    every image is on), ``Sources`` (default: the run's) and ``SoftwareVersion``.
+    """
     target = io.derivative_path(inputs.output_dir, inputs.entities, suffix, ".nii.gz", **entities)
     io.copy_file(Path(path), target)
     json_path = target.with_name(target.name.removesuffix(".nii.gz") + ".json")
+    sidecar = {
+        **sidecar,
+        "SpatialReference": inputs.sources[0],
+        "Sources": list(inputs.sources if sources is None else sources),
+        "SoftwareVersion": __version__,
+    }
     io.write_json(sidecar, json_path)
     return [str(target), str(json_path)]

@@ -28,6 +28,9 @@ class _DwiReferenceInputSpec(BaseInterfaceInputSpec):
     bvec_file = File(exists=True, mandatory=True, desc="b-vectors")
     b0_threshold = traits.Float(mandatory=True, desc="b <= this (s/mm^2) counts as b = 0")
     brain_mask = File(exists=True, desc="brain mask to use instead of median_otsu")
+    brain_mask_origin = traits.Str(
+        "user-supplied", usedefault=True, desc="where brain_mask comes from (for the sidecar)"
+    )
 
 
 class _DwiReferenceOutputSpec(TraitedSpec):
@@ -92,8 +95,9 @@ class DwiReference(SimpleInterface):
             out["mask_file"]
         )
         np.save(out["signals_file"], reference.signals)
+        origin = self.inputs.brain_mask_origin if region is not None else "dipy median_otsu"
         qc = {
-            "BrainMask": "user-supplied" if region is not None else "dipy median_otsu",
+            "BrainMask": origin,
             "MaskVoxels": int(reference.mask.sum()),
             "ExcludedVoxels": {
                 "NonFinite": reference.n_nonfinite,

@@ -4,6 +4,11 @@ Everything here runs before the Nipype graph is built, so that bad input fails f
 right exit code and the output folder untouched: :func:`collect_dwi_runs` returns one
 validated :class:`DwiRun` per diffusion run, with the scheme already read and the image data
 read once to catch truncated files.
+
+The input may be a raw dataset or a preprocessed derivative dataset (``DatasetType``
+``derivative``, e.g. QSIPrep's ``sub-01/dwi/sub-01_space-T1w_desc-preproc_dwi.nii.gz``): then the
+``desc-preproc`` dwi are selected when present, ``space-`` is kept in the run's entities, and the
+pipeline's own ``desc-brain_mask`` in the same space is used as the brain mask.
 """
 
 from __future__ import annotations
@@ -44,7 +49,10 @@ NAME_ENTITIES = {
     "reconstruction": "rec",
     "direction": "dir",
     "run": "run",
+    "space": "space",
 }
+#: ``desc-`` label of the preprocessed dwi series of a derivative dataset (QSIPrep, ...).
+PREPROC_DESC = "preproc"
 _ENTITY = re.compile(r"(?:^|_)([a-zA-Z]+)-([a-zA-Z0-9]+)")
 _NIFTI = (".nii", ".nii.gz")
 
@@ -68,7 +76,10 @@ class DwiRun:
     synthseg : SegmentationFiles or None
         SynthSeg outputs for this run.
     brain_mask : Path or None
-        User-supplied brain mask.
+        Brain mask to use: from ``--mask-dir``, else the input dataset's own (preprocessed
+        input), else None (automatic mask).
+    brain_mask_origin : str
+        Where ``brain_mask`` comes from, in words (recorded in the mask sidecar).
     """
 
     dwi: Path
@@ -80,6 +91,7 @@ class DwiRun:
     shape: tuple[int, ...]
     synthseg: SegmentationFiles | None = None
     brain_mask: Path | None = None
+    brain_mask_origin: str = ""
 
     @property
     def subject(self) -> str:
@@ -122,8 +134,14 @@ def parse_entities(name: str) -> dict[str, str]:
     return dict(_ENTITY.findall(name.split(".")[0]))
 
 
-def check_bids_root(bids_dir: Path) -> None:
-    """Raise :class:`InvalidDatasetError` unless ``bids_dir`` looks like a BIDS dataset root."""
+def check_bids_root(bids_dir: Path) -> dict[str, Any]:
+    """Return ``dataset_description.json`` of ``bids_dir``, checked to be a BIDS dataset root.
+
+    Raises
+    ------
+    InvalidDatasetError
+        If the description is missing, unreadable or lacks ``Name`` or ``BIDSVersion``.
+    """
     description = bids_dir / "dataset_description.json"
     if not description.is_file():
         raise InvalidDatasetError(
@@ -136,6 +154,12 @@ def check_bids_root(bids_dir: Path) -> None:
     missing = [key for key in ("Name", "BIDSVersion") if key not in content]
     if missing:
         raise InvalidDatasetError(f"{description}: lacks required field(s) {', '.join(missing)}.")
+    return content
+
+
+def is_derivative(description: dict[str, Any]) -> bool:
+    """Whether a dataset description is that of a derivative (preprocessed) dataset."""
+    return description.get("DatasetType") == "derivative"
 
 
 def validate_dataset(bids_dir: Path) -> None:
@@ -145,11 +169,20 @@ def validate_dataset(bids_dir: Path) -> None:
     run. Otherwise the Python ``bids_validator`` package checks every file name under ``sub-*``;
     names it rejects are logged (pybids ignores them).
 
+    A derivative dataset (preprocessed input, e.g. QSIPrep) is not checked: raw-data naming
+    does not apply to it, and its files are selected by their entities.
+
     Raises
     ------
     InvalidDatasetError
         If the validator command reports errors.
     """
+    if is_derivative(check_bids_root(bids_dir)):
+        LOGGER.info(
+            "%s: a derivative dataset (preprocessed input); raw BIDS validation does not apply.",
+            bids_dir,
+        )
+        return
     command = shutil.which("bids-validator")
     if command is not None:
         result = subprocess.run(
@@ -202,9 +235,14 @@ def collect_dwi_runs(config: Config) -> list[DwiRun]:
     from bids import BIDSLayout
     from bids.exceptions import BIDSValidationError
 
-    check_bids_root(config.bids_dir)
+    description = check_bids_root(config.bids_dir)
+    derivative = is_derivative(description)
     try:
-        layout = BIDSLayout(str(config.bids_dir), validate=not config.skip_bids_validation)
+        layout = BIDSLayout(
+            str(config.bids_dir),
+            validate=not (config.skip_bids_validation or derivative),
+            config=["bids", "derivatives"] if derivative else ["bids"],
+        )
     except (BIDSValidationError, ValueError) as err:
         raise InvalidDatasetError(f"{config.bids_dir}: {err}") from err
     subjects = _select(layout.get_subjects(), config.participant_labels, "participant")
@@ -216,6 +254,9 @@ def collect_dwi_runs(config: Config) -> list[DwiRun]:
     query.update(config.bids_filters.get("dwi", {}))
     query["extension"] = list(_NIFTI)
     files = layout.get(return_type="object", **query)
+    preprocessed = [f for f in files if f.entities.get("desc") == PREPROC_DESC]
+    if preprocessed and "desc" not in query:
+        files = preprocessed
     with_dwi = {f.entities["subject"] for f in files}
     for subject in sorted(set(subjects) - with_dwi):
         LOGGER.warning("sub-%s: no diffusion data match the selection; skipped.", subject)
@@ -225,7 +266,8 @@ def collect_dwi_runs(config: Config) -> list[DwiRun]:
         raise MissingInputError(
             f"{config.bids_dir}: no dwi runs for the selected participant(s) {', '.join(subjects)}."
         )
-    runs = [_read_run(layout, f, config) for f in sorted(files, key=lambda f: f.path)]
+    pipeline = _pipeline_name(description) if derivative else None
+    runs = [_read_run(layout, f, config, pipeline) for f in sorted(files, key=lambda f: f.path)]
     LOGGER.info("Found %d dwi run(s) of %d participant(s).", len(runs), len(with_dwi))
     return runs
 
@@ -243,7 +285,15 @@ def _select(available: Iterable[str], wanted: tuple[str, ...], what: str) -> lis
     return list(wanted)
 
 
-def _read_run(layout: Any, bids_file: Any, config: Config) -> DwiRun:
+def _pipeline_name(description: dict[str, Any]) -> str:
+    """Name of the pipeline that made a derivative dataset (``GeneratedBy``), for sidecars."""
+    generated = description.get("GeneratedBy") or [{}]
+    name = generated[0].get("Name") if isinstance(generated[0], dict) else None
+    return str(name or "the preprocessing pipeline")
+
+
+def _read_run(layout: Any, bids_file: Any, config: Config, pipeline: str | None) -> DwiRun:
+    """Read and check one dwi run; ``pipeline`` names a derivative input's pipeline."""
     dwi = Path(bids_file.path)
     bval = _companion(layout, dwi, "bval")
     bvec = _companion(layout, dwi, "bvec")
@@ -260,7 +310,12 @@ def _read_run(layout: Any, bids_file: Any, config: Config) -> DwiRun:
         if name in bids_file.entities
     }
     synthseg = find_segmentation(config.synthseg_dir, entities) if config.synthseg_dir else None
-    mask = find_brain_mask(config.mask_dir, entities) if config.mask_dir else None
+    mask, origin = None, ""
+    if config.mask_dir:
+        mask, origin = find_brain_mask(config.mask_dir, entities), "user-supplied"
+    elif pipeline is not None:
+        mask = find_pipeline_mask(layout, entities)
+        origin = f"input dataset ({pipeline} desc-brain_mask)" if mask else ""
     return DwiRun(
         dwi=dwi,
         bval=bval,
@@ -271,6 +326,7 @@ def _read_run(layout: Any, bids_file: Any, config: Config) -> DwiRun:
         shape=shape,
         synthseg=synthseg,
         brain_mask=mask,
+        brain_mask_origin=origin,
     )
 
 
@@ -409,3 +465,36 @@ def find_brain_mask(folder: Path, entities: dict[str, str]) -> Path:
         )
     read_image(candidates[0])
     return candidates[0]
+
+
+def find_pipeline_mask(layout: Any, entities: dict[str, str]) -> Path | None:
+    """Find the brain mask a preprocessing pipeline wrote for a dwi run (None if there is none).
+
+    It is the ``desc-brain_mask`` in the run's ``dwi`` folder with the same entities (``space-``
+    included; an entity the run lacks must be absent too), as QSIPrep writes
+    ``sub-01_space-T1w_desc-brain_mask.nii.gz`` beside ``sub-01_space-T1w_desc-preproc_dwi``.
+
+    Raises
+    ------
+    InputError
+        If the mask cannot be read.
+    """
+    from bids.layout import Query
+
+    query = {
+        name: entities.get(key, Query.NONE) for name, key in NAME_ENTITIES.items() if key != "sub"
+    }
+    found = layout.get(
+        subject=entities["sub"],
+        datatype="dwi",
+        desc="brain",
+        suffix="mask",
+        extension=list(_NIFTI),
+        return_type="filename",
+        **query,
+    )
+    if not found:
+        return None
+    path = Path(sorted(found)[0])
+    read_image(path)
+    return path

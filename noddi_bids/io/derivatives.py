@@ -4,11 +4,12 @@ Every output path of noddi-bids is built by :func:`derivative_path`, with entiti
 order (:data:`ENTITY_ORDER`)::
 
     sub-<label>[_ses-<label>][_acq-<label>][_rec-<label>][_dir-<label>][_run-<index>]
-        [_model-noddi][_param-<od|icvf|isovf|direction>][_label-<WM|GM|CSF>][_desc-<label>]
-        _<suffix>.<extension>
+        [_space-<label>][_model-noddi][_param-<od|icvf|isovf|direction>][_label-<WM|GM|CSF>]
+        [_desc-<label>]_<suffix>.<extension>
 
-in ``sub-<label>[/ses-<label>]/dwi/``. Maps stay on the grid of the input dwi run, so no
-``space-`` entity is written (BIDS: the native space of the source data).
+in ``sub-<label>[/ses-<label>]/dwi/``. Maps stay on the grid of the input dwi run: its ``space-``
+is kept (a preprocessed input such as QSIPrep's ``space-T1w``), and a raw input has none (BIDS:
+the native space of the source data).
 
 Every file is written to a temporary name in its destination folder and moved into place with
 :func:`os.replace`, so a crash never leaves a half-written derivative.
@@ -30,7 +31,9 @@ import pandas as pd
 from noddi_bids import __version__
 
 #: Order of entities in derivative names (BIDS order, then the diffusion-derivatives ones).
-ENTITY_ORDER = ("sub", "ses", "acq", "rec", "dir", "run", "model", "param", "label", "desc")
+ENTITY_ORDER = (
+    "sub", "ses", "acq", "rec", "dir", "run", "space", "model", "param", "label", "desc"
+)  # fmt: skip
 #: NODDI parameters: name in noddi-bids -> ``param-`` label of the diffusion-derivatives proposal.
 PARAM_LABELS = {"odi": "od", "ndi": "icvf", "fwf": "isovf", "direction": "direction"}
 #: Estimator descriptions: ``desc-`` label -> plain words.
@@ -73,7 +76,7 @@ def derivative_name(source: Mapping[str, str], suffix: str, extension: str, **en
     Parameters
     ----------
     source : mapping
-        The run's entities (``sub``, ``ses``, ``acq``, ``rec``, ``dir``, ``run``).
+        The run's entities (``sub``, ``ses``, ``acq``, ``rec``, ``dir``, ``run``, ``space``).
     suffix : str
         BIDS suffix, e.g. ``dwimap``, ``mask``, ``stats``.
     extension : str
@@ -173,9 +176,13 @@ def source_uri(bids_dir: Path, path: Path) -> str:
     """BIDS URI of an input file, e.g. ``bids:raw:sub-01/dwi/sub-01_dwi.nii.gz``.
 
     The dataset name is resolved by ``DatasetLinks`` of ``dataset_description.json``
-    (:func:`write_dataset_description`).
+    (:func:`write_dataset_description`). A file outside the input dataset (a ``--mask-dir``
+    mask) gets its absolute ``file://`` URI.
     """
-    relative = Path(path).relative_to(bids_dir).as_posix()
+    path = Path(path).absolute()
+    if not path.is_relative_to(Path(bids_dir).absolute()):
+        return path.as_uri()
+    relative = path.relative_to(Path(bids_dir).absolute()).as_posix()
     return f"bids:{input_dataset_name(bids_dir)}:{relative}"
 
 

@@ -63,6 +63,7 @@ def init_participant_wf(
     workflow = pe.Workflow(name=f"sub_{runs[0].subject}_wf")
     for run in runs:
         sources = [source_uri(config.bids_dir, path) for path in (run.dwi, run.bval, run.bvec)]
+        mask_sources = [source_uri(config.bids_dir, run.brain_mask)] if run.brain_mask else []
         workflow.add_nodes(
             [
                 init_dwi_noddi_wf(
@@ -70,6 +71,7 @@ def init_participant_wf(
                     models[run.scheme.hash],
                     config.output_dir,
                     sources,
+                    mask_sources=mask_sources,
                     mle=config.mle,
                     d_par=config.d_par,
                     b0_threshold=config.b0_threshold,

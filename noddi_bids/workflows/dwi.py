@@ -22,6 +22,7 @@ def init_dwi_noddi_wf(
     output_dir: Path,
     sources: list[str],
     *,
+    mask_sources: list[str] | None = None,
     mle: bool = False,
     d_par: float,
     b0_threshold: float,
@@ -47,7 +48,9 @@ def init_dwi_noddi_wf(
     output_dir : Path
         Derivatives folder.
     sources : list of str
-        BIDS URIs of the run's input files (recorded in sidecars).
+        BIDS URIs of the run's input files (recorded in sidecars), the dwi image first.
+    mask_sources : list of str, optional
+        URI of the brain mask given as input (``run.brain_mask``), recorded in its sidecar.
     mle : bool
         Also run the maximum-likelihood fit.
     d_par : float
@@ -98,6 +101,7 @@ def init_dwi_noddi_wf(
     reference = pe.Node(DwiReference(b0_threshold=b0_threshold), name="reference")
     if run.brain_mask is not None:
         inputnode.inputs.brain_mask = str(run.brain_mask)
+        reference.inputs.brain_mask_origin = run.brain_mask_origin
         workflow.connect(inputnode, "brain_mask", reference, "brain_mask")
     signals = [("signals_file", "signals_file"), ("mask_file", "mask_file")]
     scheme = [("bval_file", "bval_file"), ("bvec_file", "bvec_file")]
@@ -112,7 +116,11 @@ def init_dwi_noddi_wf(
     estimates = pe.Node(niu.Merge(2), name="estimates", run_without_submitting=True)
     maps = pe.Node(niu.Merge(2), name="maps", run_without_submitting=True)
     sink = {"output_dir": str(output_dir), "entities": dict(run.entities), "sources": sources}
-    ds_reference = pe.Node(WriteReference(**sink), name="ds_reference", run_without_submitting=True)
+    ds_reference = pe.Node(
+        WriteReference(**sink, mask_sources=list(mask_sources or [])),
+        name="ds_reference",
+        run_without_submitting=True,
+    )
     ds_nn = pe.Node(WriteEstimate(**sink), name="ds_nn", run_without_submitting=True)
     ds_tissue = pe.Node(WriteTissue(**sink), name="ds_tissue", run_without_submitting=True)
     written = pe.Node(niu.Merge(4, ravel_inputs=True), name="written", run_without_submitting=True)
