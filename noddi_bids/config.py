@@ -166,10 +166,11 @@ class Config:
         if output_dir == bids_dir:
             raise UsageError("the output folder must differ from the BIDS folder.")
         check_writable_folder(output_dir)
+        for option, value in (("--nprocs", args.nprocs), ("--omp-nthreads", args.omp_nthreads)):
+            if value is not None and value < 1:
+                raise UsageError(f"{option} {value}: must be >= 1 (leave it out for the default).")
         nprocs = args.nprocs or os.cpu_count() or 1
         omp = args.omp_nthreads or nprocs
-        if nprocs < 1 or omp < 1:
-            raise UsageError("--nprocs and --omp-nthreads must be >= 1.")
         if args.mem_gb is not None and args.mem_gb <= 0:
             raise UsageError("--mem-gb must be > 0.")
         if not 0 < args.dpar < 0.01:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
@@ -276,3 +277,20 @@ def make_qsiprep_dataset(
     (phantom.root / f"{phantom.dwi[0].name.split('_')[0]}.html").write_text("<html></html>")
     phantom.dwi = renamed
     return phantom
+
+
+def check_table_precision(tsv: Path, decimals: int = 4) -> pd.DataFrame:
+    """Check a written TSV: numbers with at most ``decimals`` decimals, every column described
+    in the sidecar JSON of the same name, units on every mean and SD. Returns the table as text.
+    """
+    table = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    for column in table.columns:
+        for cell in table[column]:
+            if cell.replace(".", "", 1).replace("-", "", 1).isdigit():
+                assert len(cell.partition(".")[2]) <= decimals, f"{tsv.name} {column}: {cell}"
+    sidecar = json.loads(tsv.with_suffix(".json").read_text())
+    assert set(table.columns) <= set(sidecar), f"{tsv.name}: undescribed columns"
+    for column in table.columns:
+        if column.endswith(("mean", "sd")):
+            assert sidecar[column]["Units"], f"{tsv.name} {column}: no units"
+    return table

@@ -114,6 +114,35 @@ def bad_dpar(tmp_path):
     return _dataset(tmp_path), ["--dpar", "1.7"]
 
 
+def _brain_mask(tmp_path, shape, affine):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    nib.save(
+        nib.Nifti1Image(np.ones(shape, np.uint8), affine), masks / "sub-01_desc-brain_mask.nii.gz"
+    )
+    return _dataset(tmp_path), ["--mask-dir", masks]
+
+
+def mask_on_another_grid(tmp_path):
+    return _brain_mask(tmp_path, (16, 16, 8), np.diag([1.25, 1.25, 1.25, 1.0]))
+
+
+def mask_with_another_affine(tmp_path):
+    return _brain_mask(tmp_path, (8, 8, 4), np.eye(4))
+
+
+def nprocs_zero(tmp_path):
+    return _dataset(tmp_path), ["--nprocs", "0"]
+
+
+def nprocs_negative(tmp_path):
+    return _dataset(tmp_path), ["--nprocs", "-1"]
+
+
+def omp_nthreads_zero(tmp_path):
+    return _dataset(tmp_path), ["--omp-nthreads", "0"]
+
+
 def run_synthseg_without_freesurfer(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(Path(shutil.which("python")).parent))
     return _dataset(tmp_path), ["--run-synthseg"]
@@ -137,6 +166,19 @@ CASES = [
     (bad_option, 64, "unrecognized arguments"),
     (bad_dpar, 64, "--dpar"),
     (run_synthseg_without_freesurfer, 1, "mri_synthseg"),
+    (
+        mask_on_another_grid,
+        1,
+        "sub-01_desc-brain_mask.nii.gz: not on the grid of sub-01_dwi.nii.gz: shape (16, 16, 8)",
+    ),
+    (
+        mask_with_another_affine,
+        1,
+        "sub-01_desc-brain_mask.nii.gz: not on the grid of sub-01_dwi.nii.gz: its affine differs",
+    ),
+    (nprocs_zero, 64, "--nprocs 0: must be >= 1"),
+    (nprocs_negative, 64, "--nprocs -1: must be >= 1"),
+    (omp_nthreads_zero, 64, "--omp-nthreads 0: must be >= 1"),
 ]
 
 

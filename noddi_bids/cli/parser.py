@@ -10,6 +10,21 @@ from noddi_bids.model.noddi import D_PAR
 from noddi_bids.model.scheme import B0_THRESHOLD
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help formatter that states a default once, and only when there is one to state.
+
+    ``(default: X)`` is appended to an option's help unless the option is a flag (no value:
+    ``store_true``, counters), has no default (None: its help says what happens when it is
+    left out) or its help already names the default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.nargs == 0 or action.default is None or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """Argument parser that raises :class:`UsageError` (exit 64) instead of exiting with 2."""
 
@@ -31,9 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
             "NODDI maps (ODI, NDI, FWF) from multi-shell diffusion MRI: neural-network "
             "estimation with ONNX Runtime and an optional conventional maximum-likelihood fit."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("bids_dir", help="root of the input BIDS dataset")
+    parser.add_argument(
+        "bids_dir",
+        help="root of the input BIDS dataset: raw, or preprocessed (e.g. QSIPrep's output)",
+    )
     parser.add_argument("output_dir", help="folder of the BIDS derivatives written")
     parser.add_argument(
         "analysis_level",
@@ -48,19 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--participant_label",
         nargs="+",
         metavar="LABEL",
-        help="participants to process (with or without 'sub-'); default all",
+        help="participants to process (with or without 'sub-'); default: all",
     )
     select.add_argument(
         "--session-label",
         "--session_label",
         nargs="+",
         metavar="LABEL",
-        help="sessions to process (with or without 'ses-'); default all",
+        help="sessions to process (with or without 'ses-'); default: all",
     )
     select.add_argument(
         "--bids-filter-file",
         metavar="FILE",
-        help='JSON query overrides, e.g. {"dwi": {"acquisition": "multishell", "run": 1}}',
+        help='JSON query overrides, e.g. {"dwi": {"acquisition": "multishell", "run": 1}}; '
+        "default: all dwi runs (the desc-preproc ones of a preprocessed dataset)",
     )
     select.add_argument(
         "--skip-bids-validation",
@@ -104,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     tissue.add_argument(
         "--synthseg-dir",
         metavar="DIR",
-        help="SynthSeg outputs (BIDS derivatives or plain files named sub-<label>...)",
+        help="SynthSeg outputs (BIDS derivatives or plain files named sub-<label>...); "
+        "default: built-in tissue classification",
     )
     tissue.add_argument(
         "--run-synthseg",
@@ -114,30 +134,36 @@ def build_parser() -> argparse.ArgumentParser:
     tissue.add_argument(
         "--mask-dir",
         metavar="DIR",
-        help="brain masks (sub-<label>[_ses-<label>]..._desc-brain_mask.nii.gz) to use "
-        "instead of the automatic mask",
+        help="brain masks (sub-<label>[_ses-<label>]..._desc-brain_mask.nii.gz, on the dwi "
+        "grid) to use instead of the automatic mask or a preprocessed input's own",
     )
 
     perf = parser.add_argument_group("execution")
-    perf.add_argument("-w", "--work-dir", metavar="DIR", help="Nipype work folder; default ./work")
+    perf.add_argument("-w", "--work-dir", metavar="DIR", help="Nipype work folder; default: ./work")
     perf.add_argument(
         "--nprocs",
         "--n-cpus",
         type=int,
         metavar="N",
-        help="parallel processes; default all cores",
+        help="parallel processes (>= 1); default: all cores",
     )
     perf.add_argument(
         "--omp-nthreads",
         type=int,
         metavar="N",
-        help="threads per estimation node; default --nprocs",
+        help="threads per estimation node (>= 1); default: --nprocs",
     )
-    perf.add_argument("--mem-gb", type=float, metavar="GB", help="memory available to MultiProc")
+    perf.add_argument(
+        "--mem-gb",
+        type=float,
+        metavar="GB",
+        help="memory available to MultiProc; default: 90%% of the machine's memory",
+    )
     perf.add_argument(
         "--use-plugin",
         metavar="FILE.yml",
-        help="Nipype plugin YAML, e.g. 'plugin: SLURM' and 'plugin_args: {sbatch_args: ...}'",
+        help="Nipype plugin YAML, e.g. 'plugin: SLURM' and 'plugin_args: {sbatch_args: ...}'; "
+        "default: MultiProc (Linear for one run or --nprocs 1)",
     )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument(

@@ -29,9 +29,9 @@ from noddi_bids.config import (
     check_writable_folder,
 )
 from noddi_bids.io.bids import DwiRun, collect_dwi_runs, parse_entities, validate_dataset
-from noddi_bids.io.derivatives import write_dataset_description, write_tsv
+from noddi_bids.io.derivatives import write_dataset_description, write_json, write_tsv
 from noddi_bids.model.noddi import D_ISO
-from noddi_bids.tissue.stats import group_tables
+from noddi_bids.tissue.stats import DECIMALS, SUMMARY_COLUMNS, group_columns, group_tables
 
 LOGGER = logging.getLogger("noddi_bids")
 #: Modules imported once by the forkserver of MultiProc workers instead of by every worker.
@@ -295,8 +295,12 @@ def run_group(config: Config) -> None:
     if not selected:
         raise EmptySelectionError("the session labels select no tissue table.")
     long, summary = group_tables(selected)
-    write_tsv(long, config.output_dir / "group_tissue_stats.tsv")
-    write_tsv(summary, config.output_dir / "group_summary.tsv")
+    for table, name, columns in (
+        (long, "group_tissue_stats", group_columns(long)),
+        (summary, "group_summary", SUMMARY_COLUMNS),
+    ):
+        write_tsv(table.round(DECIMALS), config.output_dir / f"{name}.tsv")
+        write_json(columns, config.output_dir / f"{name}.json")
     from noddi_bids.reports import write_group_report
 
     write_group_report(config.output_dir)

@@ -23,28 +23,23 @@ from nipype.interfaces.base import (
 from noddi_bids import __version__
 from noddi_bids.interfaces.noddi import read_record
 from noddi_bids.io import derivatives as io
+from noddi_bids.tissue.stats import PARAMETER_UNITS, TABLE_COLUMNS, TISSUE_NAMES
 
 #: Sidecar text of each map (``param-`` label -> description, units).
 PARAM_SIDECARS = {
-    "od": ("Orientation dispersion index (ODI), (2/pi) arctan(1/kappa)", "arbitrary"),
-    "icvf": ("Neurite density index (NDI, intra-neurite volume fraction of tissue)", "fraction"),
-    "isovf": ("Free-water fraction (FWF, isotropic volume fraction)", "fraction"),
+    "od": (
+        "Orientation dispersion index (ODI), (2/pi) arctan(1/kappa)",
+        PARAMETER_UNITS["odi"],
+    ),
+    "icvf": (
+        "Neurite density index (NDI, intra-neurite volume fraction of tissue)",
+        PARAMETER_UNITS["ndi"],
+    ),
+    "isovf": ("Free-water fraction (FWF, isotropic volume fraction)", PARAMETER_UNITS["fwf"]),
     "direction": (
         "Mean fibre orientation, unit vector in the b-vector frame (image axes)",
         "arbitrary",
     ),
-}
-#: Column descriptions of the tissue table sidecar.
-STATS_COLUMNS = {
-    "tissue": "Tissue class (WM, GM, CSF)",
-    "estimator": "desc- label of the estimator (nnmle, nngt, nnhybrid, mle)",
-    "n_voxels": "Tissue voxels with finite estimates",
-    "odi_mean": "Mean orientation dispersion index (n/a for CSF)",
-    "odi_sd": "Population SD of ODI within the tissue (n/a for CSF)",
-    "ndi_mean": "Mean neurite density index (n/a for CSF)",
-    "ndi_sd": "Population SD of NDI within the tissue (n/a for CSF)",
-    "fwf_mean": "Mean free-water fraction",
-    "fwf_sd": "Population SD of FWF within the tissue",
 }
 
 
@@ -155,7 +150,7 @@ class WriteTissue(SimpleInterface):
         for tissue, path in record["masks"].items():
             sidecar = {
                 "Type": "ROI",
-                "Description": f"Mask of the {io.TISSUE_NAMES[tissue]} ({tissue}) on the dwi grid",
+                "Description": f"Mask of the {TISSUE_NAMES[tissue]} ({tissue}) on the dwi grid",
                 **details,
             }
             files.extend(_write_image(path, inputs, sidecar, "mask", label=tissue))
@@ -163,7 +158,7 @@ class WriteTissue(SimpleInterface):
             inputs.output_dir, inputs.entities, "stats", ".tsv", desc="tissue"
         )
         files.append(str(io.copy_file(Path(inputs.stats_file), table)))
-        sidecar = {**STATS_COLUMNS, "TissueMasks": details, "SoftwareVersion": __version__}
+        sidecar = {**TABLE_COLUMNS, "TissueMasks": details, "SoftwareVersion": __version__}
         files.append(str(io.write_json(sidecar, table.with_suffix(".json"))))
         self._results["out_files"] = files
         return runtime

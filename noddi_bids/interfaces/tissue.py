@@ -23,9 +23,10 @@ from nipype.interfaces.base import (
 )
 
 from noddi_bids.interfaces.noddi import read_record
+from noddi_bids.io.derivatives import write_tsv
 from noddi_bids.model.scheme import read_scheme
 from noddi_bids.tissue import builtin, synthseg
-from noddi_bids.tissue.stats import PARAMETERS, tissue_table
+from noddi_bids.tissue.stats import DECIMALS, PARAMETERS, tissue_table
 
 
 class _TissueOutputSpec(TraitedSpec):
@@ -190,7 +191,6 @@ class TissueStats(SimpleInterface):
             maps[record["desc"]] = {
                 p: np.asarray(nib.load(record["maps"][p]).dataobj) for p in PARAMETERS
             }
-        stats_file = os.path.abspath("tissue_stats.tsv")
-        tissue_table(maps, masks).to_csv(stats_file, sep="\t", index=False, na_rep="n/a")
-        self._results["stats_file"] = stats_file
+        table = tissue_table(maps, masks).round(DECIMALS)
+        self._results["stats_file"] = str(write_tsv(table, os.path.abspath("tissue_stats.tsv")))
         return runtime

@@ -316,6 +316,8 @@ def _read_run(layout: Any, bids_file: Any, config: Config, pipeline: str | None)
     elif pipeline is not None:
         mask = find_pipeline_mask(layout, entities)
         origin = f"input dataset ({pipeline} desc-brain_mask)" if mask else ""
+    if mask is not None:
+        check_same_grid(mask, dwi)
     return DwiRun(
         dwi=dwi,
         bval=bval,
@@ -374,6 +376,37 @@ def read_image(path: Path) -> nib.Nifti1Image:
     except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as err:
         raise InputError(f"{path}: unreadable or truncated NIfTI ({err}).") from err
     return image
+
+
+def check_same_grid(path: Path, dwi: Path, atol: float = 1e-3) -> None:
+    """Check that an image (a brain mask) is 3-D and on the voxel grid of a dwi image.
+
+    Parameters
+    ----------
+    path : Path
+        The image to check (already known to be readable).
+    dwi : Path
+        The dwi image.
+    atol : float
+        Tolerance on the affines' entries, mm.
+
+    Raises
+    ------
+    InputError
+        If the shape differs from the dwi image's first three dimensions or the affines differ.
+    """
+    image, reference = nib.load(str(path)), nib.load(str(dwi))
+    shape, expected = tuple(image.shape), tuple(reference.shape[:3])
+    if shape != expected:
+        raise InputError(
+            f"{path}: not on the grid of {dwi.name}: shape {shape}, the dwi grid is {expected}."
+        )
+    if not np.allclose(image.affine, reference.affine, atol=atol):
+        raise InputError(
+            f"{path}: not on the grid of {dwi.name}: its affine differs from the dwi image's "
+            f"(voxel-to-world {np.round(image.affine[:3], 3).tolist()} vs "
+            f"{np.round(reference.affine[:3], 3).tolist()})."
+        )
 
 
 def _matching(folder: Path, entities: dict[str, str], pattern: str) -> list[Path]:

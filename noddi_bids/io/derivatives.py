@@ -45,8 +45,6 @@ ESTIMATOR_DESCRIPTIONS = {
 }
 #: Network training labels -> ``desc-`` label.
 NN_DESC = {"mle": "nnmle", "gt": "nngt", "hybrid": "nnhybrid"}
-#: Tissue classes of the masks: ``label-`` value (BIDS common image-derived labels) -> words.
-TISSUE_NAMES = {"WM": "white matter", "GM": "grey matter", "CSF": "cerebrospinal fluid"}
 #: Name of the input dataset in BIDS URIs (``bids:<name>:<path>``) and ``DatasetLinks``.
 INPUT_DATASET = {"raw": "raw", "derivative": "preprocessed"}
 #: ``.bidsignore`` of the derivatives: what the BIDS schema does not (yet) describe, as QSIRecon

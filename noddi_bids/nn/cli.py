@@ -34,7 +34,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"noddi-bids {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug log and tracebacks")
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: all cores)"
+        "--threads", type=int, default=None, help="CPU threads; all cores when omitted"
     )
 
 
@@ -47,14 +47,29 @@ def train_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     scheme = parser.add_argument_group("scheme")
-    scheme.add_argument("--bval", type=Path, help="FSL/BIDS .bval file (default: reference)")
-    scheme.add_argument("--bvec", type=Path, help="FSL/BIDS .bvec file (default: reference)")
-    scheme.add_argument("--b0-threshold", type=float, default=B0_THRESHOLD, help="s/mm^2")
+    scheme.add_argument(
+        "--bval", type=Path, help="FSL/BIDS .bval file; the reference scheme when omitted"
+    )
+    scheme.add_argument(
+        "--bvec", type=Path, help="FSL/BIDS .bvec file; the reference scheme when omitted"
+    )
+    scheme.add_argument(
+        "--b0-threshold",
+        type=float,
+        default=B0_THRESHOLD,
+        help="volumes with b <= this value (s/mm^2) count as b = 0",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out", type=Path, help="output .onnx file (required unless --labels-only)"
     )
-    output.add_argument("--labels", choices=LABEL_TYPES, default="mle", help="label type")
+    output.add_argument(
+        "--labels",
+        choices=LABEL_TYPES,
+        default="mle",
+        help="training labels: mle (maximum-likelihood fits of the noisy signals), gt (the "
+        "simulated ground truth) or hybrid (a weighted sum of both losses)",
+    )
     output.add_argument("--save-mle-labels", type=Path, help="save the MLE labels (.npz) for reuse")
     output.add_argument(
         "--labels-only",
@@ -67,11 +82,24 @@ def train_parser() -> argparse.ArgumentParser:
         help="reuse MLE labels saved by --save-mle-labels for the same data settings",
     )
     output.add_argument(
-        "--hybrid-weight", type=float, default=0.5, help="lambda of the gt term (hybrid labels)"
+        "--hybrid-weight",
+        type=float,
+        default=0.5,
+        help="hybrid labels: weight in [0, 1] of the ground-truth term (the MLE term gets 1 - it)",
     )
     data = parser.add_argument_group("training data")
-    data.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="number of samples")
-    data.add_argument("--snr", type=_snr, default=DEFAULT_SNR, help="SNR or LOW:HIGH range")
+    data.add_argument(
+        "--samples",
+        type=int,
+        default=DEFAULT_SAMPLES,
+        help="simulated signals (90%% training, 10%% validation)",
+    )
+    data.add_argument(
+        "--snr",
+        type=_snr,
+        default=DEFAULT_SNR,
+        help="SNR at b = 0, or LOW:HIGH drawn uniformly per sample",
+    )
     data.add_argument("--seed", type=int, default=0, help="seed of data, split and weights")
     for name in ("odi", "ndi", "fwf"):
         data.add_argument(
@@ -82,14 +110,33 @@ def train_parser() -> argparse.ArgumentParser:
             default=getattr(defaults, name),
             help=f"uniform sampling limits of {name.upper()}",
         )
-    data.add_argument("--d-par", type=float, default=D_PAR, help="mm^2/s")
-    data.add_argument("--d-iso", type=float, default=D_ISO, help="mm^2/s")
+    data.add_argument(
+        "--d-par", type=float, default=D_PAR, help="intra-neurite parallel diffusivity, mm^2/s"
+    )
+    data.add_argument(
+        "--d-iso", type=float, default=D_ISO, help="free-water (isotropic) diffusivity, mm^2/s"
+    )
     fit = parser.add_argument_group("optimiser")
-    fit.add_argument("--epochs", type=int, default=500, help="maximum epochs")
-    fit.add_argument("--patience", type=int, default=None, help="early stopping (epochs)")
-    fit.add_argument("--batch-size", type=int, default=1000)
-    fit.add_argument("--learning-rate", type=float, default=5e-4)
-    fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    fit.add_argument("--epochs", type=int, default=500, help="maximum number of epochs")
+    fit.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="stop after this many epochs without a lower validation loss; all --epochs when "
+        "omitted",
+    )
+    fit.add_argument(
+        "--batch-size", type=int, default=1000, help="training samples per optimiser step"
+    )
+    fit.add_argument(
+        "--learning-rate", type=float, default=5e-4, help="learning rate of the Adam optimiser"
+    )
+    fit.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="PyTorch device: auto (CUDA when present, else CPU), cpu or cuda",
+    )
     _common(parser)
     return parser
 
@@ -176,13 +223,13 @@ def evaluate_parser() -> argparse.ArgumentParser:
         default="known",
         help="MLE noise sigma: the simulated one, or estimated from the b = 0 images",
     )
-    parser.add_argument("--bval", type=Path, help="scheme .bval (default: reference)")
-    parser.add_argument("--bvec", type=Path, help="scheme .bvec (default: reference)")
+    parser.add_argument("--bval", type=Path, help="scheme .bval; the reference scheme when omitted")
+    parser.add_argument("--bvec", type=Path, help="scheme .bvec; the reference scheme when omitted")
     parser.add_argument("--repeats", type=int, default=100, help="noise repeats per point")
     parser.add_argument("--snr", type=float, default=DEFAULT_SNR, help="SNR relative to b = 0")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for TSVs")
-    parser.add_argument("--figures", type=Path, help="folder for PNGs (default: --out-dir)")
+    parser.add_argument("--figures", type=Path, help="folder for PNGs; --out-dir when omitted")
     parser.add_argument("--prefix", default="validation_", help="file name prefix of the PNGs")
     _common(parser)
     return parser

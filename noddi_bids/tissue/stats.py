@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-#: Tissue classes, in table order.
-TISSUES = ("WM", "GM", "CSF")
+#: Tissue classes (BIDS ``label-`` values of the masks), in table order, and in words.
+TISSUE_NAMES = {"WM": "white matter", "GM": "grey matter", "CSF": "cerebrospinal fluid"}
+TISSUES = tuple(TISSUE_NAMES)
 #: Parameters summarised, in table order.
 PARAMETERS = ("odi", "ndi", "fwf")
 #: Parameters reported per tissue (CSF: only the free-water fraction is meaningful).
@@ -17,6 +19,62 @@ TISSUE_PARAMETERS = {"WM": PARAMETERS, "GM": PARAMETERS, "CSF": ("fwf",)}
 COLUMNS = ("tissue", "estimator", "n_voxels") + tuple(
     f"{p}_{s}" for p in PARAMETERS for s in ("mean", "sd")
 )
+#: Decimals of the statistics written to the tables. ODI, NDI and FWF lie in [0, 1] and their
+#: estimation errors are of order 1e-2 (mean absolute errors of 0.02-0.06 per tissue on the
+#: example, ``python -m noddi_bids.example compare``): a fifth decimal carries no information.
+DECIMALS = 4
+#: Units of the parameters (as in the map sidecars): ODI is an index, NDI and FWF are volume
+#: fractions; all are dimensionless, in [0, 1].
+PARAMETER_UNITS = {"odi": "arbitrary", "ndi": "fraction", "fwf": "fraction"}
+#: The parameters in words.
+PARAMETER_NAMES = {
+    "odi": "orientation dispersion index (ODI)",
+    "ndi": "neurite density index (NDI)",
+    "fwf": "free-water fraction (FWF)",
+}
+_TISSUE = {"Description": "Tissue class (label- of the tissue masks)", "Levels": TISSUE_NAMES}
+_ESTIMATOR = {"Description": "desc- label of the estimator (nnmle, nngt, nnhybrid, mle)"}
+_N_VOXELS = {"Description": "Tissue voxels where the estimator's three maps are finite"}
+_PARAMETER = {"Description": "NODDI parameter, dimensionless, in [0, 1]", "Levels": PARAMETER_NAMES}
+#: Units of a column of values of the parameter named in the ``parameter`` column.
+_BY_PARAMETER = ", ".join(f"{units} ({p})" for p, units in PARAMETER_UNITS.items())
+#: BIDS column descriptions (sidecar JSON) of the per-run tissue table (:func:`tissue_table`).
+TABLE_COLUMNS: dict[str, dict[str, Any]] = {
+    "tissue": _TISSUE,
+    "estimator": _ESTIMATOR,
+    "n_voxels": _N_VOXELS,
+    **{
+        f"{p}_{stat}": {
+            "Description": f"{what} {PARAMETER_NAMES[p]} within the tissue, {DECIMALS} decimals"
+            + ("" if p == "fwf" else " (n/a for CSF)"),
+            "Units": PARAMETER_UNITS[p],
+        }
+        for p in PARAMETERS
+        for stat, what in (("mean", "Mean"), ("sd", "Population SD of the"))
+    },
+}
+#: Column descriptions of ``group_tissue_stats.tsv`` (entity columns: :func:`group_columns`).
+LONG_COLUMNS: dict[str, dict[str, Any]] = {
+    "tissue": _TISSUE,
+    "estimator": _ESTIMATOR,
+    "parameter": _PARAMETER,
+    "n_voxels": _N_VOXELS,
+    "mean": {"Description": f"Mean of the parameter within the tissue, {DECIMALS} decimals",
+             "Units": _BY_PARAMETER},
+    "sd": {"Description": f"Population SD of the parameter within the tissue, {DECIMALS} "
+           "decimals", "Units": _BY_PARAMETER},
+}  # fmt: skip
+#: Column descriptions of ``group_summary.tsv``.
+SUMMARY_COLUMNS: dict[str, dict[str, Any]] = {
+    "tissue": _TISSUE,
+    "estimator": _ESTIMATOR,
+    "parameter": _PARAMETER,
+    "n": {"Description": "Runs with a value"},
+    "mean": {"Description": f"Mean of the per-run means, {DECIMALS} decimals",
+             "Units": _BY_PARAMETER},
+    "sd": {"Description": f"Sample SD (ddof 1) of the per-run means, {DECIMALS} decimals; n/a "
+           "for a single run", "Units": _BY_PARAMETER},
+}  # fmt: skip
 
 
 def tissue_table(
@@ -122,3 +180,15 @@ def group_tables(
 
 
 _LONG_VALUES = ["tissue", "estimator", "parameter", "n_voxels", "mean", "sd"]
+
+
+def group_columns(long: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """BIDS column descriptions of ``group_tissue_stats.tsv``, its entity columns included."""
+    entities = [column for column in long.columns if column not in LONG_COLUMNS]
+    described = {
+        column: {"Description": f"{column}- entity of the dwi run (n/a: the run has none)"}
+        for column in entities
+    }
+    described.pop("participant_id", None)
+    return {"participant_id": {"Description": "Participant (sub-<label>)"}, **described,
+            **LONG_COLUMNS}  # fmt: skip
