@@ -1,16 +1,18 @@
 """The study's synthetic evaluation of the shipped networks and the MLE fitter (docs/validation.md).
 
-Usage: python benchmarks/evaluate_reference.py [--threads 2] [--repeats 100]
+Usage: python benchmarks/evaluate_reference.py [--threads 2] [--repeats 100] [--snr 15 30 50]
            [--out build/validation] [--figures docs/figures]
 
 Grid ODI, NDI 0.05..0.95 and FWF 0.05..0.45 (step 0.1), fibre along x, 100 noise repeats at
-SNR 15. Estimators: NN_MLE and NN_GT (shipped), MLE (the full conventional fit: grid search,
-tensor orientation, Levenberg-Marquardt, known sigma) and, to separate the network from its
-labels, "MLE from truth": the same fitter started at the ground truth, which is how the NN_MLE
-training labels were made. Writes the per-point TSV, the grid-mean summary and the figures
-``validation_bias.png``, ``validation_sd.png``, ``validation_scatter.png`` (study estimators), and
-prints the summary as a Markdown table. ``--high-fwf MODEL ...`` instead prints the mean FWF
-estimate of networks at FWF 0.7-1 and SNR 15, 30, 50 (beyond the grid's FWF range).
+each SNR, reference scheme. Estimators: the shipped rotation-invariant networks of the reference
+shells (NN_MLE, NN_GT), the study's raw-signal networks (NN_MLE raw, NN_GT raw, trained at SNR
+15 only), MLE (the full conventional fit: grid search, tensor orientation, Levenberg-Marquardt,
+known sigma) and, to separate the network from its labels, "MLE from truth": the same fitter
+started at the ground truth, which is how the NN_MLE training labels were made. Writes the
+per-point TSV and grid-mean summary per SNR, the figures ``validation_bias.png``,
+``validation_sd.png``, ``validation_scatter.png`` at the first SNR, and prints each summary as a
+Markdown table. ``--high-fwf MODEL ...`` instead prints the mean FWF estimate of networks at
+FWF 0.7-1 and SNR 15, 30, 50 (beyond the grid's FWF range).
 """
 
 import argparse
@@ -24,7 +26,7 @@ def _args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=100)
-    parser.add_argument("--snr", type=float, default=15.0)
+    parser.add_argument("--snr", type=float, nargs="+", default=[15.0, 30.0, 50.0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("build/validation"))
     parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
@@ -64,7 +66,7 @@ def high_fwf_check(specs, threads, seed, n=2000):
         clean = synthesise_signals(truth, random_directions(n, rng), scheme)
         for snr in (15, 30, 50):
             signals, _ = normalise_by_b0(add_rician_noise(clean, snr, rng), scheme.b0_mask)
-            means = [m.predict(signals)[:, 2].mean() for m in models.values()]
+            means = [m.predict(signals, scheme)[:, 2].mean() for m in models.values()]
             print(f"| {fwf} | {snr} | " + " | ".join(f"{v:.3f}" for v in means) + " |")
 
 
@@ -86,46 +88,55 @@ def main():
     )
     from noddi_bids.nn.figures import bias_quiver, scatter_versus, sd_lines
     from noddi_bids.nn.infer import OnnxEstimator
-    from noddi_bids.nn.store import shipped_models
+    from noddi_bids.nn.store import resolve_model
 
     scheme = reference_scheme()
     grid = evaluation_grid()
     truth = np.repeat(grid, args.repeats, axis=0)
     fitter = NoddiMLE(scheme, n_threads=args.threads)
-
-    def mle_from_truth(noisy):
-        init = {"odi": truth[:, 0], "ndi": truth[:, 1], "fwf": truth[:, 2], "s0": 1.0}
-        init["direction"] = np.broadcast_to(np.asarray(FIBRE), truth.shape)
-        return fitter.fit(noisy, sigma=1.0 / args.snr, init=init).parameters
-
-    models = shipped_models()
-    estimators = {
-        "NN_MLE": network_estimator(OnnxEstimator(models["nn-mle"], args.threads), scheme),
-        "NN_GT": network_estimator(OnnxEstimator(models["nn-gt"], args.threads), scheme),
-        "MLE": mle_estimator(scheme, args.snr, n_threads=args.threads),
-        "MLE from truth": mle_from_truth,
+    networks = {
+        "NN_MLE": resolve_model("nn-mle", scheme),
+        "NN_GT": resolve_model("nn-gt", scheme),
+        "NN_MLE raw": resolve_model("nn-mle-raw", scheme),
+        "NN_GT raw": resolve_model("nn-gt-raw", scheme),
     }
-    result = evaluate(scheme, estimators, grid, args.repeats, args.snr, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result.table.to_csv(args.out / "evaluation.tsv", sep="\t", index=False, float_format="%.6g")
-    summary = overall(result.table)
-    summary.to_csv(args.out / "summary.tsv", sep="\t", float_format="%.6g")
-    study = result.table[result.table["estimator"] != "MLE from truth"]
-    study_estimates = {k: v for k, v in result.estimates.items() if k != "MLE from truth"}
-    bias_quiver(study, args.figures / "validation_bias.png")
-    sd_lines(study, args.figures / "validation_sd.png")
-    scatter_versus(study_estimates, "MLE", args.figures / "validation_scatter.png")
+    for index, snr in enumerate(args.snr):
 
-    print(
-        "| estimator | ODI mean abs bias | ODI mean SD | NDI mean abs bias | NDI mean SD "
-        "| FWF mean abs bias | FWF mean SD |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for name, row in summary.iterrows():
-        cells = " | ".join(
-            f"{row[f'{p}_{k}']:.4f}" for p in ("odi", "ndi", "fwf") for k in ("abs_bias", "sd")
+        def mle_from_truth(noisy, snr=snr):
+            init = {"odi": truth[:, 0], "ndi": truth[:, 1], "fwf": truth[:, 2], "s0": 1.0}
+            init["direction"] = np.broadcast_to(np.asarray(FIBRE), truth.shape)
+            return fitter.fit(noisy, sigma=1.0 / snr, init=init).parameters
+
+        estimators = {
+            name: network_estimator(OnnxEstimator(path, args.threads), scheme)
+            for name, path in networks.items()
+        }
+        estimators["MLE"] = mle_estimator(scheme, snr, n_threads=args.threads)
+        estimators["MLE from truth"] = mle_from_truth
+        result = evaluate(scheme, estimators, grid, args.repeats, snr, args.seed)
+        out = args.out / f"snr{snr:g}"
+        out.mkdir(parents=True, exist_ok=True)
+        result.table.to_csv(out / "evaluation.tsv", sep="\t", index=False, float_format="%.6g")
+        summary = overall(result.table)
+        summary.to_csv(out / "summary.tsv", sep="\t", float_format="%.6g")
+        if index == 0:
+            shown = ("NN_MLE", "NN_GT", "MLE")
+            study = result.table[result.table["estimator"].isin(shown)]
+            study_estimates = {k: v for k, v in result.estimates.items() if k in shown}
+            bias_quiver(study, args.figures / "validation_bias.png")
+            sd_lines(study, args.figures / "validation_sd.png")
+            scatter_versus(study_estimates, "MLE", args.figures / "validation_scatter.png")
+        print(f"\nSNR {snr:g}\n")
+        print(
+            "| estimator | ODI mean abs bias | ODI mean SD | NDI mean abs bias | NDI mean SD "
+            "| FWF mean abs bias | FWF mean SD |"
         )
-        print(f"| {name} | {cells} |")
+        print("|---|---|---|---|---|---|---|")
+        for name, row in summary.iterrows():
+            cells = " | ".join(
+                f"{row[f'{p}_{k}']:.4f}" for p in ("odi", "ndi", "fwf") for k in ("abs_bias", "sd")
+            )
+            print(f"| {name} | {cells} |")
 
 
 if __name__ == "__main__":

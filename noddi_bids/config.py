@@ -25,8 +25,11 @@ from noddi_bids.model.scheme import B0_THRESHOLD
 
 #: Analysis levels of the BIDS App.
 ANALYSIS_LEVELS = ("participant", "group")
-#: Named model choices of ``--model`` (anything else must be a path to an ``.onnx`` file).
-MODEL_CHOICES = ("auto", "nn-mle", "nn-gt")
+#: Named model choices of ``--model`` (anything else must be a path to an ``.onnx`` file): the
+#: network for the data's shells (shipped or cached, trained once if none), the shipped
+#: rotation-invariant networks by label type, and the study's raw-signal networks of the exact
+#: reference scheme (:mod:`noddi_bids.nn.store`).
+MODEL_CHOICES = ("auto", "nn-mle", "nn-gt", "nn-mle-raw", "nn-gt-raw")
 #: Nipype plugins run by default: MultiProc for more than one process, Linear otherwise.
 DEFAULT_PLUGIN = "MultiProc"
 

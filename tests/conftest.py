@@ -33,6 +33,8 @@ PHANTOM_TISSUES = {
     "GM": (0.6, 0.4, 0.05, 1000.0),
     "CSF": (0.5, 0.5, 1.0, 1800.0),
 }
+#: A network training recipe small enough for tests (seconds): real code, not accuracy.
+TINY_RECIPE = {"n_samples": 4096, "n_schemes": 16, "epochs": 3, "patience": 3, "seed": 0}
 #: FreeSurfer label written for each phantom tissue in the SynthSeg-style label volume.
 PHANTOM_LABELS = {"WM": 2, "GM": 3, "CSF": 24}
 
@@ -208,25 +210,21 @@ def bids_dataset(tmp_path: Path) -> Phantom:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small real network for the reference scheme, in a private model cache folder.
+    """A small real rotation-invariant network for the reference shells, in a private cache.
 
     Trained with the production code (``train_auto_model``) on 4096 samples for a few epochs:
-    good enough to exercise the app, not for accuracy. Use ``model_cache`` to make
-    ``--model auto`` find it.
+    good enough to exercise the app, not for accuracy. Use ``model_cache`` to point the cache
+    at it (``--model auto`` then finds it, or the shipped network of the same shells).
     """
+    from noddi_bids.nn.features import FeatureSpec
     from noddi_bids.nn.store import CACHE_ENV, cached_model_path, train_auto_model
 
     cache = tmp_path_factory.mktemp("model-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(cache))
-        target = cached_model_path(reference_scheme())
-        train_auto_model(
-            reference_scheme(),
-            target,
-            n_threads=1,
-            progress=False,
-            recipe={"n_samples": 4096, "epochs": 3, "patience": 3, "seed": 0},
-        )
+        spec = FeatureSpec.for_scheme(reference_scheme())
+        target = cached_model_path(spec)
+        train_auto_model(spec, target, n_threads=1, progress=False, recipe=TINY_RECIPE)
     return target
 
 

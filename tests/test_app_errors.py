@@ -139,6 +139,32 @@ def nprocs_negative(tmp_path):
     return _dataset(tmp_path), ["--nprocs", "-1"]
 
 
+def _with_scheme(tmp_path, scheme):
+    root = make_bids_dataset(tmp_path / "bids", shape=(6, 6, 3), scheme=scheme).root
+    return root, []
+
+
+def shell_with_too_few_directions(tmp_path):
+    ref = reference_scheme()
+    bvals = ref.bvals.copy()
+    bvals[np.flatnonzero(ref.bvals == 700)[:20]] = 1200.0  # b = 700 keeps 4 directions
+    return _with_scheme(tmp_path, Scheme(bvals, ref.bvecs))
+
+
+def non_shelled_sampling(tmp_path):
+    rng = np.random.default_rng(0)
+    bvals = np.r_[0.0, 0.0, rng.permutation(np.repeat(np.arange(200.0, 3100.0, 100.0), 2))]
+    vectors = rng.standard_normal((bvals.size, 3))
+    return _with_scheme(tmp_path, Scheme(bvals, np.where(bvals[:, None] > 0, vectors, 0.0)))
+
+
+def directions_in_one_cap(tmp_path):
+    ref, rng = reference_scheme(), np.random.default_rng(1)
+    cap = rng.standard_normal((ref.n_measurements, 3)) * [0.25, 0.25, 0.0] + [0.0, 0.0, 1.0]
+    weighted = (ref.bvals == 2000)[:, None]
+    return _with_scheme(tmp_path, Scheme(ref.bvals, np.where(weighted, cap, ref.bvecs)))
+
+
 def omp_nthreads_zero(tmp_path):
     return _dataset(tmp_path), ["--omp-nthreads", "0"]
 
@@ -160,7 +186,7 @@ CASES = [
     (unreadable_synthseg, 1, "unreadable or truncated NIfTI"),
     (posteriors_with_wrong_frames, 1, "must be 4-D with 33 frames"),
     (missing_synthseg, 66, "no SynthSeg output"),
-    (model_for_another_scheme, 1, "does not match the scheme of network"),
+    (model_for_another_scheme, 1, "not the network's shells"),
     (corrupt_model, 1, "not a readable ONNX model"),
     (missing_model, 66, "ONNX model file does not exist"),
     (bad_option, 64, "unrecognized arguments"),
@@ -179,6 +205,9 @@ CASES = [
     (nprocs_zero, 64, "--nprocs 0: must be >= 1"),
     (nprocs_negative, 64, "--nprocs -1: must be >= 1"),
     (omp_nthreads_zero, 64, "--omp-nthreads 0: must be >= 1"),
+    (shell_with_too_few_directions, 1, "has 4 directions"),
+    (non_shelled_sampling, 1, "has 2 directions"),
+    (directions_in_one_cap, 1, "directions of shell b = 2000 are not spread over the sphere"),
 ]
 
 

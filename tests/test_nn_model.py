@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
     settings = TrainingSettings(
         epochs=60, batch_size=200, learning_rate=3e-3, seed=1, device="cpu", n_threads=1
     )
-    result = train_network(data.signals, targets, weights, settings, progress=False)
+    result = train_network(data.inputs, targets, weights, settings, progress=False)
     metadata = ModelMetadata(
         scheme=scheme,
         b0_threshold=scheme.b0_threshold,
@@ -77,7 +77,7 @@ def test_tiny_training_learns(trained):
     test = make_training_set(scheme, 2000, labels="gt", seed=99)
     mean_predictor_loss = float(test.truth.var(axis=0).mean())  # 0.08 for uniform labels
     assert result.best_validation_loss < 0.5 * mean_predictor_loss
-    estimates = OnnxEstimator(path).predict(test.signals)
+    estimates = OnnxEstimator(path).predict(test.inputs)
     for column, floor in zip(range(3), (0.45, 0.7, 0.9), strict=True):
         r = np.corrcoef(estimates[:, column], test.truth[:, column])[0, 1]
         assert r > floor, (column, r)
@@ -85,7 +85,7 @@ def test_tiny_training_learns(trained):
 
 def test_round_trip_matches_torch(trained):
     scheme, result, path = trained
-    signals = make_training_set(scheme, 3000, labels="gt", seed=5).signals
+    signals = make_training_set(scheme, 3000, labels="gt", seed=5).inputs
     with torch.no_grad():
         expected = result.network(torch.as_tensor(signals)).numpy()
     estimator = OnnxEstimator(path, n_threads=1)
@@ -191,7 +191,7 @@ def test_hybrid_targets_and_cuda_request():
     assert targets.shape == (50, 1, 3) and weights.tolist() == [1.0]
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
-            train_network(data.signals, targets, weights, TrainingSettings(device="cuda"))
+            train_network(data.inputs, targets, weights, TrainingSettings(device="cuda"))
 
 
 def test_hybrid_loss_trains_on_both_labels():
@@ -202,5 +202,5 @@ def test_hybrid_loss_trains_on_both_labels():
     assert_allclose(targets[:, 1], data.mle)
     assert_allclose(weights, [0.25, 0.75])
     settings = TrainingSettings(epochs=2, batch_size=100, device="cpu", n_threads=1)
-    result = train_network(data.signals, targets, weights, settings, progress=False)
+    result = train_network(data.inputs, targets, weights, settings, progress=False)
     assert result.epochs_run == 2 and np.isfinite(result.best_validation_loss)

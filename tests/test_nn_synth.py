@@ -66,11 +66,11 @@ def test_training_set_reproducible_and_normalised():
     a = make_training_set(scheme, 500, labels="gt", seed=7)
     b = make_training_set(scheme, 500, labels="gt", seed=7)
     c = make_training_set(scheme, 500, labels="gt", seed=8)
-    assert_array_equal(a.signals, b.signals)
-    assert not np.array_equal(a.signals, c.signals)
-    assert a.signals.dtype == np.float32 and a.signals.shape == (500, 81)
+    assert_array_equal(a.inputs, b.inputs)
+    assert not np.array_equal(a.inputs, c.inputs)
+    assert a.inputs.dtype == np.float32 and a.inputs.shape == (500, 81)
     assert a.mle is None
-    assert_allclose(a.signals[:, scheme.b0_mask].mean(axis=1), 1.0, atol=1e-6)
+    assert_allclose(a.inputs[:, scheme.b0_mask].mean(axis=1), 1.0, atol=1e-6)
     assert a.settings["seed"] == 7 and a.settings["n_samples"] == 500
 
 
@@ -94,6 +94,6 @@ def test_mle_labels_saved_and_reused(tmp_path):
     first = make_training_set(scheme, 60, labels="mle", seed=4, save_mle_labels=saved)
     again = make_training_set(scheme, 60, labels="mle", seed=4, mle_labels_file=saved)
     assert_array_equal(again.mle, first.mle)
-    assert_array_equal(again.signals, first.signals)
+    assert_array_equal(again.inputs, first.inputs)
     with pytest.raises(ValueError, match="made with"):
         make_training_set(scheme, 60, labels="mle", seed=5, mle_labels_file=saved)

@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default="auto",
         metavar="{" + ",".join(MODEL_CHOICES) + ",PATH.onnx}",
-        help="network: auto (shipped or trained for the scheme), nn-mle, nn-gt or an ONNX file",
+        help="network: auto (shipped or cached for the data's shells, trained once if none), "
+        "nn-mle or nn-gt (shipped, for the data's shells), nn-mle-raw or nn-gt-raw (the study's "
+        "raw-signal networks, exact reference scheme only) or an ONNX file",
     )
     model.add_argument(
         "--mle",

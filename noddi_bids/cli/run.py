@@ -220,7 +220,7 @@ def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
     from noddi_bids.nn.infer import ModelError, OnnxEstimator, SchemeMismatchError
     from noddi_bids.nn.store import resolve_model
 
-    labels = "gt" if config.model == "nn-gt" else "mle"
+    labels = "gt" if config.model in ("nn-gt", "nn-gt-raw") else "mle"
     models: dict[str, Path] = {}
     for run in runs:
         if run.scheme.hash in models:

@@ -13,6 +13,7 @@ model, so there is one source of truth; :func:`build_tables` checks the interpol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.polynomial import chebyshev, polynomial
@@ -174,6 +175,10 @@ def build_tables(
 ) -> SignalTables:
     """Tabulate the exact compartments for an acquisition scheme.
 
+    The tables depend on the scheme's distinct b-values only (the directions enter when they
+    are evaluated) and are built once per set of b-values and diffusivities (cached): schemes
+    with the same shells but other directions, as in network training, share them.
+
     Parameters
     ----------
     bvals : ndarray, shape (M,)
@@ -189,8 +194,25 @@ def build_tables(
     """
     bvals = np.asarray(bvals, dtype=np.float64)
     unique_b, shell_of_measurement = np.unique(bvals, return_inverse=True)
+    compartments = _compartment_tables(tuple(unique_b.tolist()), float(d_par))
+    return SignalTables(
+        **compartments,
+        shell_of_measurement=shell_of_measurement.astype(np.int64),
+        bvals=bvals,
+        bvecs=np.asarray(bvecs, dtype=np.float64),
+        d_par=float(d_par),
+        d_iso=float(d_iso),
+    )
+
+
+@lru_cache(maxsize=16)
+def _compartment_tables(unique_b: tuple[float, ...], d_par: float) -> dict[str, np.ndarray]:
+    """Tabulate the direction-independent part of :class:`SignalTables`, shared by schemes.
+
+    Left writable (numba compiles read-only arrays as another type); nothing writes to them.
+    """
     odi_nodes = np.linspace(ODI_MIN, 1.0, N_ODI_INTERVALS + 1)
-    betas = unique_b * d_par
+    betas = np.asarray(unique_b) * d_par
 
     def coefficients(odi: np.ndarray) -> np.ndarray:
         return np.moveaxis(_stick_coefficients(odi, betas), 1, -1)
@@ -211,16 +233,12 @@ def build_tables(
     mean_cos2, mean_cos2_dodi = _with_derivative(
         lambda odi: watson_mean_cos2(kappa_from_odi(odi)), odi_nodes
     )
-    return SignalTables(
-        odi_nodes=odi_nodes,
-        stick_coef=power_series(coef),
-        stick_coef_dodi=power_series(coef_dodi),
-        stick_terms=padded_terms(terms),
-        mean_cos2=mean_cos2,
-        mean_cos2_dodi=mean_cos2_dodi,
-        shell_of_measurement=shell_of_measurement.astype(np.int64),
-        bvals=bvals,
-        bvecs=np.asarray(bvecs, dtype=np.float64),
-        d_par=float(d_par),
-        d_iso=float(d_iso),
-    )
+    tables = {
+        "odi_nodes": odi_nodes,
+        "stick_coef": power_series(coef),
+        "stick_coef_dodi": power_series(coef_dodi),
+        "stick_terms": padded_terms(terms),
+        "mean_cos2": mean_cos2,
+        "mean_cos2_dodi": mean_cos2_dodi,
+    }
+    return tables

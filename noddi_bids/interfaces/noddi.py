@@ -42,6 +42,7 @@ class _EstimateOutputSpec(TraitedSpec):
     odi_file = File(exists=True, desc="orientation dispersion index map")
     ndi_file = File(exists=True, desc="neurite density index map")
     fwf_file = File(exists=True, desc="free-water fraction map")
+    direction_file = File(desc="mean fibre orientation (X, Y, Z, 3)")
 
 
 class _NNEstimateInputSpec(_SignalsInputSpec):
@@ -49,7 +50,10 @@ class _NNEstimateInputSpec(_SignalsInputSpec):
 
 
 class NNEstimate(SimpleInterface):
-    """ODI, NDI and FWF maps predicted by an ONNX network (ONNX Runtime, CPU).
+    """ODI, NDI and FWF maps predicted by an ONNX network (ONNX Runtime, CPU), and direction.
+
+    The fibre direction comes from the shells' quadratic fits
+    (:func:`noddi_bids.nn.features.fibre_direction`).
 
     Examples
     --------
@@ -64,13 +68,14 @@ class NNEstimate(SimpleInterface):
     output_spec = _EstimateOutputSpec
 
     def _run_interface(self, runtime):
+        from noddi_bids.nn.features import FeatureError, design, fibre_direction
         from noddi_bids.nn.infer import OnnxEstimator
 
         scheme = _scheme(self.inputs)
         estimator = OnnxEstimator(self.inputs.model_file, n_threads=self.inputs.n_threads)
         estimator.check_scheme(scheme)
         signals = np.load(self.inputs.signals_file)
-        predicted = estimator.predict(signals) if signals.shape[0] else np.empty((0, 3))
+        predicted = estimator.predict(signals, scheme) if signals.shape[0] else np.empty((0, 3))
         meta = estimator.metadata
         desc = NN_DESC[meta.labels]
         sidecar = {
@@ -78,11 +83,24 @@ class NNEstimate(SimpleInterface):
             "ModelFile": Path(self.inputs.model_file).name,
             "ModelSHA256": estimator.sha256,
             "ModelLabels": meta.labels,
+            "ModelInputs": meta.describe(),
+            **(
+                {}
+                if meta.features is None
+                else {"FitOrders": list(design(scheme, meta.features).orders)}
+            ),
             "ModelVersion": str(meta.version),
             "ModelTrainingSNR": meta.snr,
             "Software": "ONNX Runtime",
         }
         maps = {name: predicted[:, i] for i, name in enumerate(("odi", "ndi", "fwf"))}
+        try:
+            maps["direction"] = fibre_direction(signals, scheme)
+            sidecar["DirectionMethod"] = (
+                "eigenvector of least signal of the shells' order-2 spherical-harmonic fits"
+            )
+        except FeatureError as err:
+            runtime.stderr = f"no fibre direction map: {err}"
         self._results.update(_save_estimate(desc, maps, self.inputs.mask_file, sidecar))
         return runtime
 

@@ -13,6 +13,7 @@ b = 0 volumes).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import warnings
@@ -353,8 +354,14 @@ class Scheme:
         other: Scheme,
         b_tol: float = B_MATCH_TOLERANCE,
         dot_tol: float = DOT_MATCH_TOLERANCE,
+        rotation: bool = False,
     ) -> tuple[bool, str]:
         """Check that `other` is the same protocol, volume by volume.
+
+        With ``rotation=True`` the b-vectors are compared after the proper rotation that best
+        maps this scheme's onto `other`'s: a table rotated as a whole (another head position,
+        or the same protocol in another frame) is the same protocol for a model of the signal,
+        since rotating the table is rotating the tissue.
 
         Parameters
         ----------
@@ -366,6 +373,8 @@ class Scheme:
         dot_tol : float, optional
             Directions of diffusion-weighted volumes must satisfy
             ``|v1 . v2| >= 1 - dot_tol`` (sign is irrelevant).
+        rotation : bool, optional
+            Compare the b-vectors up to one global rotation.
 
         Returns
         -------
@@ -395,17 +404,22 @@ class Scheme:
                 f"{other.bvals[i]:g} s/mm^2 (b0 thresholds {self.b0_threshold:g} vs "
                 f"{other.b0_threshold:g})"
             )
-        dots = np.abs(np.sum(self.bvecs * other.bvecs, axis=1))
+        mine = self.bvecs
+        if rotation:
+            weighted = ~self.b0_mask
+            mine = mine @ best_rotation(mine[weighted], other.bvecs[weighted]).T
+        dots = np.abs(np.sum(mine * other.bvecs, axis=1))
         bad = np.flatnonzero(~self.b0_mask & (dots < 1.0 - dot_tol))
         if bad.size:
             i = bad[0]
             angle = np.degrees(np.arccos(np.clip(dots[i], 0.0, 1.0)))
+            rotated = " after the best global rotation" if rotation else ""
             return False, (
-                f"b-vector of volume {i} differs: {np.round(self.bvecs[i], 4).tolist()} vs "
+                f"b-vector of volume {i} differs{rotated}: {np.round(mine[i], 4).tolist()} vs "
                 f"{np.round(other.bvecs[i], 4).tolist()} ({angle:.2f} degrees apart; "
                 f"{bad.size} volume(s) differ)"
             )
-        return True, "schemes match"
+        return True, "schemes match" + (" up to a global rotation" if rotation else "")
 
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -452,6 +466,45 @@ class Scheme:
                 f"({scheme.hash}); the metadata was edited or corrupted."
             )
         return scheme
+
+
+def best_rotation(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Proper rotation that best maps unit vectors `source` onto `target`, each up to sign.
+
+    A diffusion encoding ``v`` equals ``-v``, so the pairing signs are unknown: they are set
+    from a rotation fitted (Kabsch) to three well-separated rows under each of their eight sign
+    patterns, then the rotation is refitted to all rows; the pattern with the closest fit wins.
+
+    Parameters
+    ----------
+    source, target : ndarray, shape (n, 3)
+        Paired unit vectors (n >= 3, not all in one plane for a unique answer).
+
+    Returns
+    -------
+    ndarray, shape (3, 3)
+        Rotation ``R`` with ``R @ source[i]`` closest to ``+-target[i]``.
+    """
+    anchors = [0]
+    anchors.append(int(np.argmin(np.abs(source @ source[0]))))
+    normal = np.cross(source[anchors[0]], source[anchors[1]])
+    anchors.append(int(np.argmax(np.abs(source @ normal))))
+    best, best_score = np.eye(3), -np.inf
+    for signs in itertools.product((1.0, -1.0), repeat=3):
+        rotation = _kabsch(source[anchors], target[anchors] * np.asarray(signs)[:, None])
+        flips = np.sign(np.sum((source @ rotation.T) * target, axis=1))
+        rotation = _kabsch(source, target * np.where(flips == 0, 1.0, flips)[:, None])
+        score = np.min(np.abs(np.sum((source @ rotation.T) * target, axis=1)))
+        if score > best_score:
+            best, best_score = rotation, score
+    return best
+
+
+def _kabsch(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Proper rotation minimising ``sum |R s_i - t_i|^2`` (SVD of the cross-covariance)."""
+    u, _, vt = np.linalg.svd(target.T @ source)
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt
 
 
 # -- files -------------------------------------------------------------------------

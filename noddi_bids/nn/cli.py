@@ -9,10 +9,19 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from noddi_bids import __version__
 from noddi_bids.model.noddi import D_ISO, D_PAR
 from noddi_bids.model.scheme import B0_THRESHOLD, Scheme, read_scheme, reference_scheme
-from noddi_bids.nn.synth import DEFAULT_SAMPLES, DEFAULT_SNR, LABEL_TYPES, ParameterLimits
+from noddi_bids.nn.synth import (
+    DEFAULT_SAMPLES,
+    DEFAULT_SNR,
+    DEFAULT_SNR_RANGE,
+    DEFAULT_TRAINING_SCHEMES,
+    LABEL_TYPES,
+    ParameterLimits,
+)
 
 LOGGER = logging.getLogger("noddi_bids")
 
@@ -30,6 +39,15 @@ def _snr(text: str) -> float | tuple[float, float]:
     raise argparse.ArgumentTypeError(f"SNR must be a number or LOW:HIGH, got {text!r}")
 
 
+def _int_range(text: str) -> tuple[int, int]:
+    """Parse ``LOW:HIGH`` integers."""
+    try:
+        low, high = (int(part) for part in text.split(":"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH integers, got {text!r}") from err
+    return low, high
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"noddi-bids {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug log and tracebacks")
@@ -43,7 +61,9 @@ def train_parser() -> argparse.ArgumentParser:
     defaults = ParameterLimits()
     parser = argparse.ArgumentParser(
         prog="noddi-bids-train",
-        description="Train a NODDI network for an acquisition scheme and export it to ONNX.",
+        description="Train a NODDI network and export it to ONNX: by default a rotation-"
+        "invariant network for the shells of a scheme (any direction set with those shells), "
+        "or with --inputs signal the study's raw-signal network for one exact scheme.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     scheme = parser.add_argument_group("scheme")
@@ -54,10 +74,36 @@ def train_parser() -> argparse.ArgumentParser:
         "--bvec", type=Path, help="FSL/BIDS .bvec file; the reference scheme when omitted"
     )
     scheme.add_argument(
+        "--shells",
+        type=float,
+        nargs="+",
+        metavar="B",
+        help="invariant inputs: the shells' b-values (s/mm^2) instead of --bval/--bvec",
+    )
+    scheme.add_argument(
         "--b0-threshold",
         type=float,
         default=B0_THRESHOLD,
         help="volumes with b <= this value (s/mm^2) count as b = 0",
+    )
+    scheme.add_argument(
+        "--inputs",
+        choices=("invariant", "signal"),
+        default="invariant",
+        help="rotation-invariant features of the shells, or the raw signals of the exact scheme",
+    )
+    scheme.add_argument(
+        "--directions",
+        type=_int_range,
+        default=None,
+        metavar="LOW:HIGH",
+        help="invariant inputs: directions per shell to train for (default 6:160)",
+    )
+    scheme.add_argument(
+        "--schemes",
+        type=int,
+        default=DEFAULT_TRAINING_SCHEMES,
+        help="invariant inputs: random direction sets the samples are spread over",
     )
     output = parser.add_argument_group("output")
     output.add_argument(
@@ -97,8 +143,9 @@ def train_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--snr",
         type=_snr,
-        default=DEFAULT_SNR,
-        help="SNR at b = 0, or LOW:HIGH drawn uniformly per sample",
+        default=None,
+        help=f"SNR at b = 0, or LOW:HIGH drawn per sample (default {DEFAULT_SNR_RANGE[0]:g}:"
+        f"{DEFAULT_SNR_RANGE[1]:g} log-uniformly for invariant inputs, {DEFAULT_SNR:g} for signal)",
     )
     data.add_argument("--seed", type=int, default=0, help="seed of data, split and weights")
     for name in ("odi", "ndi", "fwf"):
@@ -150,15 +197,20 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
     if (args.bval is None) != (args.bvec is None):
         raise ValueError("give both --bval and --bvec, or neither (reference scheme)")
+    if args.shells and (args.bval or args.inputs == "signal"):
+        raise ValueError("--shells replaces --bval/--bvec, for invariant inputs only")
     scheme = (
         reference_scheme()
         if args.bval is None
         else read_scheme(args.bval, args.bvec, b0_threshold=args.b0_threshold)
     )
+    if args.inputs == "invariant" and (args.labels_only or args.mle_labels or
+                                       args.save_mle_labels):  # fmt: skip
+        raise ValueError("saved MLE labels (--labels-only, --*-mle-labels) are for --inputs signal")
     if args.labels_only:
         _label_only(args, scheme)
         return
-    from noddi_bids.nn.train import TrainingSettings, train_model
+    from noddi_bids.nn.train import TrainingSettings, train_invariant_model
 
     settings = TrainingSettings(
         learning_rate=args.learning_rate,
@@ -173,28 +225,62 @@ def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
     if args.out is None:
         raise ValueError("--out is required (the .onnx file to write)")
     words = ["noddi-bids-train", *(sys.argv[1:] if argv is None else argv)]
-    result = train_model(
-        scheme,
-        args.out,
-        labels=args.labels,
-        n_samples=args.samples,
-        snr=args.snr,
-        limits=ParameterLimits(args.odi_limits, args.ndi_limits, args.fwf_limits),
-        data_seed=args.seed,
-        settings=settings,
-        d_par=args.d_par,
-        d_iso=args.d_iso,
-        n_threads=args.threads,
-        command=shlex.join(words),
-        mle_labels_file=args.mle_labels,
-        save_mle_labels=args.save_mle_labels,
-    )
+    limits = ParameterLimits(args.odi_limits, args.ndi_limits, args.fwf_limits)
+    if args.inputs == "invariant":
+        from noddi_bids.nn.features import FeatureSpec
+
+        shells = tuple(args.shells) if args.shells else tuple(scheme.shells)
+        directions = (args.directions,) * len(shells) if args.directions else ()
+        spec = FeatureSpec(shells=shells, directions=directions)
+        if not args.shells:
+            spec.check(scheme)  # the given scheme must be one the network will apply to
+        snr = args.snr if args.snr is not None else DEFAULT_SNR_RANGE
+        if np.ndim(snr) == 0:
+            snr = (snr, snr)
+        result = train_invariant_model(
+            spec,
+            args.out,
+            labels=args.labels,
+            n_samples=args.samples,
+            snr=snr,
+            n_schemes=args.schemes,
+            limits=limits,
+            data_seed=args.seed,
+            settings=settings,
+            d_par=args.d_par,
+            d_iso=args.d_iso,
+            n_threads=args.threads,
+            command=shlex.join(words),
+        )
+    else:
+        result = _train_signal_network(args, scheme, settings, limits, shlex.join(words))
     LOGGER.info(
         "Wrote %s (%d epochs, best validation loss %.6g at epoch %d)",
         args.out,
         result.epochs_run,
         result.best_validation_loss,
         result.best_epoch,
+    )
+
+
+def _train_signal_network(args, scheme, settings, limits, command):
+    from noddi_bids.nn.train import train_model
+
+    return train_model(
+        scheme,
+        args.out,
+        labels=args.labels,
+        n_samples=args.samples,
+        snr=args.snr if args.snr is not None else DEFAULT_SNR,
+        limits=limits,
+        data_seed=args.seed,
+        settings=settings,
+        d_par=args.d_par,
+        d_iso=args.d_iso,
+        n_threads=args.threads,
+        command=command,
+        mle_labels_file=args.mle_labels,
+        save_mle_labels=args.save_mle_labels,
     )
 
 
@@ -291,7 +377,7 @@ def _label_only(args: argparse.Namespace, scheme: Scheme) -> None:
         args.samples,
         labels=args.labels,
         limits=ParameterLimits(args.odi_limits, args.ndi_limits, args.fwf_limits),
-        snr=args.snr,
+        snr=args.snr if args.snr is not None else DEFAULT_SNR,
         seed=args.seed,
         d_par=args.d_par,
         d_iso=args.d_iso,

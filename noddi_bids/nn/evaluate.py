@@ -87,7 +87,7 @@ def network_estimator(model: OnnxEstimator, scheme: Scheme) -> Estimator:
 
     def estimate(noisy: np.ndarray) -> np.ndarray:
         normalised, _ = normalise_by_b0(noisy, scheme.b0_mask)
-        return model.predict(normalised)
+        return model.predict(normalised, scheme)
 
     return estimate
 

@@ -32,7 +32,8 @@ def export_onnx(network: torch.nn.Module, path: str | Path, metadata: ModelMetad
     Parameters
     ----------
     network : torch.nn.Module
-        Trained network taking (batch, M) float32 signals to (batch, 3) parameters.
+        Trained network taking (batch, F) float32 inputs (normalised signals, or features) to
+        (batch, 3) parameters.
     path : str or Path
         Output ``.onnx`` file; parent folders are created.
     metadata : ModelMetadata
@@ -46,7 +47,7 @@ def export_onnx(network: torch.nn.Module, path: str | Path, metadata: ModelMetad
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     network = network.to("cpu").eval()
-    example = torch.zeros(1, metadata.scheme.n_measurements, dtype=torch.float32)
+    example = torch.zeros(1, metadata.n_inputs, dtype=torch.float32)
     buffer = io.BytesIO()
     torch.onnx.export(
         network,
@@ -62,8 +63,8 @@ def export_onnx(network: torch.nn.Module, path: str | Path, metadata: ModelMetad
     model.producer_name = "noddi-bids"
     model.producer_version = __version__
     model.doc_string = (
-        f"NODDI network ({metadata.labels} labels) for {metadata.scheme.summary()}; "
-        "input: signals normalised by the mean b = 0, output: ODI, NDI, FWF."
+        f"NODDI network ({metadata.labels} labels); input: {metadata.describe()} (signals "
+        "normalised by the mean b = 0); output: ODI, NDI, FWF."
     )
     del model.metadata_props[:]
     entry = model.metadata_props.add()

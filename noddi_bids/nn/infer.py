@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from noddi_bids.model.scheme import Scheme
+from noddi_bids.nn.features import FeatureError, ShellDesign, design
 from noddi_bids.nn.metadata import METADATA_KEY, ModelError, ModelMetadata, SchemeMismatchError
 
 __all__ = ["ModelError", "ModelMetadata", "OnnxEstimator", "SchemeMismatchError", "read_metadata"]
@@ -63,10 +64,10 @@ def _metadata(session: ort.InferenceSession, path: Path) -> ModelMetadata:
     metadata = ModelMetadata.from_json(properties[METADATA_KEY], str(path))
     inputs, outputs = session.get_inputs(), session.get_outputs()
     n_inputs = inputs[0].shape[-1] if len(inputs) == 1 and len(inputs[0].shape) == 2 else None
-    if n_inputs != metadata.scheme.n_measurements:
+    if n_inputs != metadata.n_inputs:
         raise ModelError(
             f"{path}: network input {[i.shape for i in inputs]} does not fit its metadata "
-            f"scheme of {metadata.scheme.n_measurements} volumes."
+            f"({metadata.n_inputs} inputs: {metadata.describe()})."
         )
     if len(outputs) != 1 or outputs[0].shape[-1] != len(metadata.parameters):
         raise ModelError(
@@ -132,14 +133,16 @@ class OnnxEstimator:
     def __repr__(self) -> str:
         return (
             f"OnnxEstimator({self.path.name}, labels={self.metadata.labels}, "
-            f"scheme={self.metadata.scheme.hash})"
+            f"inputs={self.metadata.describe()})"
         )
 
     def check_scheme(self, scheme: Scheme) -> None:
-        """Check that `scheme` is the protocol the network was trained on.
+        """Check that the network applies to data acquired with `scheme`.
 
-        Same number of volumes, b-values within tolerance, b-vectors equal up to sign, same
-        volume order.
+        Rotation-invariant networks: the scheme has the network's shells, each with a number of
+        directions within the trained range and a well-spread set (:mod:`.features`).
+        Raw-signal networks: the same volumes in the same order, b-values within tolerance and
+        b-vectors equal up to sign and one global rotation of the whole table.
 
         Parameters
         ----------
@@ -149,31 +152,44 @@ class OnnxEstimator:
         Raises
         ------
         SchemeMismatchError
-            Naming what differs and how to train a matching network.
+            Naming what differs and how to get a network that applies.
         """
-        ok, reason = self.metadata.scheme.matches(scheme)
-        if ok:
-            return
-        labels = self.metadata.labels
-        command = shlex.join(
-            ["noddi-bids-train", "--bval", "DWI.bval", "--bvec", "DWI.bvec", "--labels", labels]
-            + ["--out", f"nn-{labels}_{scheme.hash}.onnx"]
-        )
-        raise SchemeMismatchError(
-            f"The data's scheme ({scheme.summary()}, hash {scheme.hash}) does not match the "
-            f"scheme of network {self.path} ({self.metadata.scheme.summary()}, hash "
-            f"{self.metadata.scheme.hash}): {reason}. A network only applies to the protocol it "
-            f"was trained on. Train a matching one with `{command}` (the data's bval/bvec "
-            "files), or use --model auto to train and cache one automatically."
-        )
+        self._design(scheme)
 
-    def predict(self, signals: np.ndarray, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+    def _design(self, scheme: Scheme) -> ShellDesign | None:
+        """Check `scheme`; return the feature design of an invariant network (None: raw)."""
+        meta = self.metadata
+        try:
+            if meta.features is not None:
+                return design(scheme, meta.features)
+            ok, reason = meta.scheme.matches(scheme, rotation=True)
+            if not ok:
+                raise FeatureError(reason)
+            return None
+        except FeatureError as err:
+            command = shlex.join(
+                ["noddi-bids-train", "--bval", "DWI.bval", "--bvec", "DWI.bvec"]
+                + ["--labels", meta.labels, "--out", f"nn-{meta.labels}.onnx"]
+            )
+            raise SchemeMismatchError(
+                f"Network {self.path} ({meta.describe()}) does not apply to the data's scheme "
+                f"({scheme.summary()}): {err}. Use --model auto (a shipped or cached network "
+                f"for the data's shells, trained once if there is none) or train one with "
+                f"`{command}` (the data's bval/bvec files)."
+            ) from err
+
+    def predict(
+        self, signals: np.ndarray, scheme: Scheme | None = None, chunk_size: int = CHUNK_SIZE
+    ) -> np.ndarray:
         """Estimate ODI, NDI and FWF.
 
         Parameters
         ----------
         signals : ndarray, shape (N, M)
-            Signals normalised by their mean b = 0, volumes in the scheme's order.
+            Signals normalised by their mean b = 0, volumes in the order of `scheme`.
+        scheme : Scheme, optional
+            The data's scheme; required by rotation-invariant networks (raw-signal networks
+            take the volumes in the order they were trained on).
         chunk_size : int
             Voxels per ONNX Runtime call.
 
@@ -181,9 +197,18 @@ class OnnxEstimator:
         -------
         ndarray of float64, shape (N, 3)
             Columns in ``metadata.parameters`` order (ODI, NDI, FWF), each in [0, 1].
+
+        Raises
+        ------
+        SchemeMismatchError
+            If the network does not apply to `scheme`.
         """
         signals = np.asarray(signals)
-        n_meas = self.metadata.scheme.n_measurements
+        features = self.metadata.features
+        if features is not None and scheme is None:
+            raise ValueError(f"{self.path.name} takes rotation-invariant inputs: pass the scheme")
+        layout = self._design(scheme) if scheme is not None else None
+        n_meas = self.metadata.n_inputs if layout is None else scheme.n_measurements
         if signals.ndim != 2 or signals.shape[1] != n_meas:
             raise ValueError(
                 f"signals must have shape (voxels, {n_meas}) for {self.path.name}, "
@@ -191,6 +216,8 @@ class OnnxEstimator:
             )
         out = np.empty((signals.shape[0], len(self.metadata.parameters)), dtype=np.float64)
         for start in range(0, signals.shape[0], chunk_size):
-            chunk = np.ascontiguousarray(signals[start : start + chunk_size], dtype=np.float32)
-            out[start : start + chunk.shape[0]] = self._session.run(None, {self._input: chunk})[0]
+            chunk = signals[start : start + chunk_size]
+            inputs = chunk if layout is None else layout.features(chunk)
+            inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+            out[start : start + chunk.shape[0]] = self._session.run(None, {self._input: inputs})[0]
         return out

@@ -1,9 +1,10 @@
 """What a NODDI network file records about itself, and the errors of loading and matching one.
 
 The metadata travels inside the ONNX file (``metadata_props`` key :data:`METADATA_KEY`, one JSON
-document), so a model file is self-describing: the scheme it was trained for, the fixed
-diffusivities, the label type, the SNR and the training settings. This module needs neither
-torch nor ONNX Runtime.
+document), so a model file is self-describing: what its inputs are (the rotation-invariant
+features of a set of shells, or the raw signals of one exact scheme), the fixed diffusivities,
+the label type, the SNR and the training settings. This module needs neither torch nor ONNX
+Runtime.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from noddi_bids.model.scheme import Scheme, SchemeError
+from noddi_bids.nn.features import FeatureSpec
 
 #: ``metadata_props`` key holding the JSON metadata.
 METADATA_KEY = "noddi_bids"
-#: Version of the metadata layout.
-FORMAT_VERSION = 1
+#: Version of the metadata layout (1: raw-signal networks only; 2: adds ``features``).
+FORMAT_VERSION = 2
 
 
 class ModelError(ValueError):
@@ -34,8 +36,9 @@ class ModelMetadata:
 
     Attributes
     ----------
-    scheme : Scheme
-        Acquisition scheme of the training data (input order = volume order).
+    scheme : Scheme or None
+        Raw-signal networks: the acquisition scheme of the training data (input order = volume
+        order). None for rotation-invariant networks.
     b0_threshold : float
         b-values at or below this (s/mm^2) were b = 0 when normalising the input.
     d_par, d_iso : float
@@ -50,9 +53,11 @@ class ModelMetadata:
         Training settings and results (samples, seed, limits, epochs, losses, ...).
     version : str
         noddi-bids version that trained the network.
+    features : FeatureSpec or None
+        Rotation-invariant networks: shells, orders and trained ranges of their inputs.
     """
 
-    scheme: Scheme
+    scheme: Scheme | None
     b0_threshold: float
     d_par: float
     d_iso: float
@@ -61,12 +66,36 @@ class ModelMetadata:
     snr: float | list[float] = 15.0
     training: dict[str, Any] = field(default_factory=dict)
     version: str = ""
+    features: FeatureSpec | None = None
+
+    def __post_init__(self) -> None:
+        if (self.scheme is None) == (self.features is None):
+            raise ValueError("a network has either a scheme (raw signals) or features, not both")
+
+    @property
+    def inputs(self) -> str:
+        """``"invariant"`` (features of shells) or ``"signal"`` (raw signals of one scheme)."""
+        return "signal" if self.features is None else "invariant"
+
+    @property
+    def n_inputs(self) -> int:
+        """Width of the network input."""
+        return self.scheme.n_measurements if self.features is None else self.features.n_features
+
+    def describe(self) -> str:
+        """One line: what the network applies to."""
+        if self.features is None:
+            return f"raw signals of {self.scheme.summary()} (hash {self.scheme.hash})"
+        shells = "/".join(f"{b:g}" for b in self.features.shells)
+        return f"rotation-invariant features of shells b = {shells} s/mm^2"
 
     def to_json(self) -> str:
         """Serialise to the JSON document stored in the ONNX file."""
         document = {
             "format": FORMAT_VERSION,
-            "scheme": self.scheme.to_dict(),
+            "inputs": self.inputs,
+            "scheme": None if self.scheme is None else self.scheme.to_dict(),
+            "features": None if self.features is None else self.features.to_dict(),
             "b0_threshold": self.b0_threshold,
             "d_par": self.d_par,
             "d_iso": self.d_iso,
@@ -100,9 +129,11 @@ class ModelMetadata:
         """
         try:
             document = json.loads(text)
-            scheme = Scheme.from_dict(document["scheme"])
+            features = document.get("features")
+            scheme = document["scheme"]
             return cls(
-                scheme=scheme,
+                scheme=None if scheme is None else Scheme.from_dict(scheme),
+                features=None if features is None else FeatureSpec.from_dict(features),
                 b0_threshold=float(document["b0_threshold"]),
                 d_par=float(document["d_par"]),
                 d_iso=float(document["d_iso"]),

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from numba import njit, prange
+from tqdm.auto import tqdm
 
 from noddi_bids.fit.kernels import model_signal, scratch_arrays, set_threads
 from noddi_bids.fit.tables import SignalTables, build_tables
@@ -29,6 +30,8 @@ from noddi_bids.model.noddi import D_ISO, D_PAR, ODI_MIN
 from noddi_bids.model.noise import add_rician_noise
 from noddi_bids.model.normalise import normalise_by_b0
 from noddi_bids.model.scheme import Scheme
+from noddi_bids.nn.features import FeatureSpec, design
+from noddi_bids.nn.schemes import MAX_TILT_DEGREES, random_scheme
 
 LOGGER = logging.getLogger(__name__)
 
@@ -107,8 +110,9 @@ class TrainingSet:
 
     Attributes
     ----------
-    signals : ndarray of float32, shape (N, M)
-        Noisy signals normalised by their mean b = 0 (the network input).
+    inputs : ndarray of float32, shape (N, F)
+        The network inputs: noisy signals normalised by their mean b = 0 (raw-signal networks,
+        F = M) or their rotation-invariant features (:mod:`noddi_bids.nn.features`).
     truth : ndarray of float32, shape (N, 3)
         Ground-truth ODI, NDI, FWF.
     mle : ndarray of float32, shape (N, 3) or None
@@ -121,7 +125,7 @@ class TrainingSet:
         How the set was made (sample count, seed, limits, SNR, diffusivities).
     """
 
-    signals: np.ndarray
+    inputs: np.ndarray
     truth: np.ndarray
     mle: np.ndarray | None
     directions: np.ndarray
@@ -141,15 +145,36 @@ def sample_parameters(n: int, limits: ParameterLimits, rng: np.random.Generator)
     return rng.uniform(limits.low, limits.high, size=(n, 3))
 
 
-def sample_snr(n: int, snr: SnrSpec, rng: np.random.Generator) -> np.ndarray:
-    """Per-sample SNR: a constant, or uniform within a ``(low, high)`` range, shape (n,)."""
+def sample_snr(
+    n: int, snr: SnrSpec, rng: np.random.Generator, log_uniform: bool = False
+) -> np.ndarray:
+    """Per-sample SNR: a constant, or drawn within a ``(low, high)`` range, shape (n,).
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    snr : float or (float, float)
+        Constant SNR or range.
+    rng : numpy.random.Generator
+    log_uniform : bool
+        Draw a range uniformly in log(SNR) (as many samples between 5 and 10 as between 40 and
+        80) instead of uniformly in SNR.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+    """
     if np.ndim(snr) == 0:
         values = np.full(n, float(snr))
     else:
         low, high = (float(v) for v in snr)
         if not 0 < low <= high:
             raise ValueError(f"SNR range must satisfy 0 < low <= high, got ({low}, {high})")
-        values = rng.uniform(low, high, size=n)
+        if log_uniform:
+            values = np.exp(rng.uniform(np.log(low), np.log(high), size=n))
+        else:
+            values = rng.uniform(low, high, size=n)
     if not np.all(values > 0):
         raise ValueError(f"SNR must be positive, got {snr}")
     return values
@@ -364,7 +389,7 @@ def make_training_set(
     if not keep.all():
         LOGGER.warning("Dropped %d of %d samples (invalid b = 0 or fit)", (~keep).sum(), keep.size)
     return TrainingSet(
-        signals=signals[keep].astype(np.float32),
+        inputs=signals[keep].astype(np.float32),
         truth=truth[keep].astype(np.float32),
         mle=None if mle is None else mle[keep].astype(np.float32),
         directions=directions[keep],
@@ -423,3 +448,123 @@ def load_mle_labels(
         )
     LOGGER.info("Loaded MLE labels from %s", path)
     return mle
+
+
+#: Default SNR range of rotation-invariant networks (b = 0 SNR, drawn log-uniformly).
+DEFAULT_SNR_RANGE = (5.0, 80.0)
+#: Default number of random acquisition schemes a rotation-invariant training set spans.
+DEFAULT_TRAINING_SCHEMES = 256
+
+
+def make_invariant_training_set(
+    spec: FeatureSpec,
+    n_samples: int = DEFAULT_SAMPLES,
+    *,
+    labels: str = "mle",
+    limits: ParameterLimits | None = None,
+    snr: tuple[float, float] = DEFAULT_SNR_RANGE,
+    n_schemes: int = DEFAULT_TRAINING_SCHEMES,
+    seed: int = 0,
+    d_par: float = D_PAR,
+    d_iso: float = D_ISO,
+    n_threads: int | None = None,
+    progress: bool | None = None,
+) -> TrainingSet:
+    """Training data of a rotation-invariant network: features of signals on random schemes.
+
+    The samples are spread over `n_schemes` random acquisition schemes with the spec's shells
+    (:func:`noddi_bids.nn.schemes.random_scheme`: direction counts, spreading, tilts and b = 0
+    counts vary as between real tables). On each scheme, signals are synthesised from uniform
+    parameters and orientations, Rician noise is added at a per-sample SNR drawn log-uniformly
+    within `snr`, and the rotation-invariant features are computed from the noisy signals
+    normalised by their mean b = 0 (:mod:`noddi_bids.nn.features`). MLE labels are fitted on the
+    sample's own scheme at its own SNR, started from the truth.
+
+    Parameters
+    ----------
+    spec : FeatureSpec
+        Shells, orders and trained ranges.
+    n_samples : int
+        Number of samples.
+    labels : {"mle", "gt", "hybrid"}
+        Label type; MLE labels are computed for ``mle`` and ``hybrid``.
+    limits : ParameterLimits, optional
+        Parameter sampling limits.
+    snr : (float, float)
+        b = 0 SNR range.
+    n_schemes : int
+        Number of random schemes.
+    seed : int
+        Seed; equal arguments give identical data.
+    d_par, d_iso : float
+        Diffusivities, mm^2/s.
+    n_threads : int, optional
+        Threads of the compiled kernels.
+    progress : bool, optional
+        Progress bar over the schemes.
+
+    Returns
+    -------
+    TrainingSet
+        ``inputs`` are the features, shape (N, spec.n_features).
+    """
+    if labels not in LABEL_TYPES:
+        raise ValueError(f"labels must be one of {LABEL_TYPES}, got {labels!r}")
+    if n_samples < n_schemes:
+        n_schemes = max(1, n_samples)
+    limits = ParameterLimits() if limits is None else limits
+    rng = np.random.default_rng(seed)
+    truth = sample_parameters(n_samples, limits, rng)
+    directions = random_directions(n_samples, rng)
+    snr_values = sample_snr(n_samples, snr, rng, log_uniform=True)
+    set_threads(n_threads)
+    groups = np.array_split(np.arange(n_samples), n_schemes)
+    features = np.empty((n_samples, spec.n_features), dtype=np.float32)
+    mle = np.full((n_samples, 3), np.nan) if labels != "gt" else None
+    keep = np.ones(n_samples, dtype=bool)
+    LOGGER.info(
+        "Synthesising %d samples on %d random schemes with shells b = %s (SNR %g-%g)%s",
+        n_samples, n_schemes, "/".join(f"{b:g}" for b in spec.shells), *snr,
+        ", with MLE labels" if mle is not None else "",
+    )  # fmt: skip
+    for rows in tqdm(groups, desc="training data", unit="scheme", disable=_no_bar(progress)):
+        scheme = random_scheme(spec, rng)
+        clean = synthesise_signals(truth[rows], directions[rows], scheme, d_par, d_iso)
+        noisy = add_rician_noise(clean, snr_values[rows], rng)
+        normalised, valid = normalise_by_b0(noisy, scheme.b0_mask)
+        features[rows] = design(scheme, spec).features(normalised)
+        keep[rows] = valid
+        if mle is not None:
+            fitted, fitted_ok = mle_labels(
+                noisy, truth[rows], directions[rows], snr_values[rows], scheme, d_par, d_iso,
+                n_threads, progress=False,
+            )  # fmt: skip
+            mle[rows] = fitted
+            keep[rows] &= fitted_ok
+    if not keep.all():
+        LOGGER.warning("Dropped %d of %d samples (invalid b = 0 or fit)", (~keep).sum(), keep.size)
+    settings = {
+        "n_samples": int(n_samples),
+        "seed": int(seed),
+        "limits": limits.to_dict(),
+        "snr": [float(v) for v in snr],
+        "snr_distribution": "log-uniform",
+        "n_schemes": int(n_schemes),
+        "max_tilt_degrees": MAX_TILT_DEGREES,
+        "d_par": float(d_par),
+        "d_iso": float(d_iso),
+        "features": spec.to_dict(),
+    }
+    return TrainingSet(
+        inputs=features[keep],
+        truth=truth[keep].astype(np.float32),
+        mle=None if mle is None else mle[keep].astype(np.float32),
+        directions=directions[keep],
+        snr=snr_values[keep],
+        settings=settings,
+    )
+
+
+def _no_bar(progress: bool | None) -> bool | None:
+    """Return tqdm's ``disable``: None lets tqdm decide (off when not attached to a terminal)."""
+    return None if progress is None else not progress

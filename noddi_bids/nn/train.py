@@ -1,11 +1,14 @@
 """The NODDI network and its training (PyTorch).
 
-Architecture (the study's): ``M`` inputs (one per measurement, normalised by the mean b = 0)
--> 3 hidden layers of 120 units with ELU (alpha 0.05) -> 3 outputs through a hard sigmoid
-(``clip(x / 6 + 1/2, 0, 1)``), so that ODI, NDI and FWF stay in [0, 1]. For the 81-measurement
-reference scheme that is 39,243 weights. Training minimises the mean squared error with Adam
-(learning rate 5e-4, L2 weight decay 1e-6), batches of 1000, up to 500 epochs, 10 % of the
-samples held out for validation, keeping the weights with the lowest validation loss.
+Architecture (the study's): the inputs -> 3 hidden layers of 120 units with ELU (alpha 0.05)
+-> 3 outputs through a hard sigmoid (``clip(x / 6 + 1/2, 0, 1)``), so that ODI, NDI and FWF stay
+in [0, 1]. The inputs are either the ``M`` measurements normalised by the mean b = 0 (the
+study's raw-signal network; 39,243 weights for the 81-measurement reference scheme) or the
+rotation-invariant features of :mod:`noddi_bids.nn.features`, standardised by their training
+mean and standard deviation inside the network (so the exported graph takes raw features).
+Training minimises the mean squared error with Adam (learning rate 5e-4, L2 weight decay 1e-6),
+batches of 1000, 10 % of the samples held out for validation, keeping the weights with the
+lowest validation loss.
 
 This is the only module, with :mod:`noddi_bids.nn.export`, that imports torch.
 """
@@ -33,17 +36,21 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from noddi_bids import __version__  # noqa: E402
 from noddi_bids.model.noddi import D_ISO, D_PAR  # noqa: E402
-from noddi_bids.model.scheme import Scheme  # noqa: E402
+from noddi_bids.model.scheme import B0_THRESHOLD, Scheme  # noqa: E402
 from noddi_bids.nn.export import export_onnx  # noqa: E402
+from noddi_bids.nn.features import FeatureSpec  # noqa: E402
 from noddi_bids.nn.metadata import ModelMetadata  # noqa: E402
 from noddi_bids.nn.synth import (  # noqa: E402
     DEFAULT_SAMPLES,
     DEFAULT_SNR,
+    DEFAULT_SNR_RANGE,
+    DEFAULT_TRAINING_SCHEMES,
     LABEL_TYPES,
     PARAMETERS,
     ParameterLimits,
     SnrSpec,
     TrainingSet,
+    make_invariant_training_set,
     make_training_set,
 )
 
@@ -131,26 +138,50 @@ class TrainingResult:
     device: str = "cpu"
 
 
+class Standardise(nn.Module):
+    """``(x - mean) / scale`` with fixed per-input constants (exported with the network).
+
+    Parameters
+    ----------
+    mean, scale : ndarray, shape (F,)
+        Training mean and standard deviation of each input.
+    """
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, dtype=np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102 - torch hook
+        return (x - self.mean) / self.scale
+
+
 def build_network(
-    n_inputs: int, hidden: tuple[int, ...] = (120, 120, 120), elu_alpha: float = 0.05
+    n_inputs: int,
+    hidden: tuple[int, ...] = (120, 120, 120),
+    elu_alpha: float = 0.05,
+    standardise: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> nn.Sequential:
     """Fully connected NODDI network.
 
     Parameters
     ----------
     n_inputs : int
-        Number of measurements of the scheme.
+        Number of inputs (measurements, or features).
     hidden : tuple of int
         Units of the hidden layers.
     elu_alpha : float
         ELU slope parameter.
+    standardise : (ndarray, ndarray), optional
+        Mean and standard deviation of each input: a :class:`Standardise` layer comes first.
 
     Returns
     -------
     torch.nn.Sequential
-        ``Linear -> ELU`` per hidden layer, then ``Linear -> Hardsigmoid`` to 3 outputs.
+        [``Standardise``], ``Linear -> ELU`` per hidden layer, then ``Linear -> Hardsigmoid`` to
+        3 outputs.
     """
-    layers: list[nn.Module] = []
+    layers: list[nn.Module] = [] if standardise is None else [Standardise(*standardise)]
     width = n_inputs
     for units in hidden:
         layers += [nn.Linear(width, units), nn.ELU(alpha=elu_alpha)]
@@ -193,18 +224,19 @@ def _weighted_mse(prediction, targets, weights):
 
 
 def train_network(
-    signals: np.ndarray,
+    inputs: np.ndarray,
     targets: np.ndarray,
     weights: np.ndarray,
     settings: TrainingSettings | None = None,
     progress: bool | None = None,
+    standardise: bool = False,
 ) -> TrainingResult:
     """Train a NODDI network on prepared inputs and targets.
 
     Parameters
     ----------
-    signals : ndarray, shape (N, M)
-        Normalised noisy signals.
+    inputs : ndarray, shape (N, F)
+        Network inputs: normalised noisy signals, or their features.
     targets : ndarray, shape (N, K, 3)
         Labels (see :func:`label_targets`).
     weights : ndarray, shape (K,)
@@ -213,6 +245,9 @@ def train_network(
         Network and optimiser settings.
     progress : bool, optional
         Show a progress bar over epochs with the losses (default: when on a terminal).
+    standardise : bool
+        Standardise the inputs inside the network by the training samples' mean and standard
+        deviation (for features of different scales).
 
     Returns
     -------
@@ -226,17 +261,22 @@ def train_network(
     device = _device(settings.device)
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
-    n_samples = signals.shape[0]
+    n_samples = inputs.shape[0]
     n_val = max(1, int(round(settings.validation_fraction * n_samples)))
     if n_samples - n_val < 1:
         raise ValueError(f"{n_samples} samples are too few to hold out a validation set")
     order = torch.randperm(n_samples, generator=generator)
-    x = torch.as_tensor(np.asarray(signals, dtype=np.float32))[order].to(device)
+    x = torch.as_tensor(np.asarray(inputs, dtype=np.float32))[order].to(device)
     y = torch.as_tensor(np.asarray(targets, dtype=np.float32))[order].to(device)
     w = torch.as_tensor(np.asarray(weights, dtype=np.float32)).to(device)
     x_val, y_val, x_train, y_train = x[:n_val], y[:n_val], x[n_val:], y[n_val:]
 
-    network = build_network(signals.shape[1], settings.hidden, settings.elu_alpha).to(device)
+    scaling = None
+    if standardise:
+        train_inputs = x[n_val:].cpu().numpy()
+        scaling = (train_inputs.mean(axis=0), np.maximum(train_inputs.std(axis=0), 1e-6))
+    network = build_network(inputs.shape[1], settings.hidden, settings.elu_alpha, scaling)
+    network = network.to(device)
     optimiser = torch.optim.Adam(
         network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -348,9 +388,7 @@ def train_model(
     -------
     TrainingResult
     """
-    settings = TrainingSettings() if settings is None else settings
-    if n_threads and not settings.n_threads:
-        settings = TrainingSettings(**{**asdict(settings), "n_threads": n_threads})
+    settings = _with_threads(settings, n_threads)
     start = time.perf_counter()
     data = make_training_set(
         scheme,
@@ -367,12 +405,115 @@ def train_model(
         save_mle_labels=save_mle_labels,
     )
     synthesis_seconds = time.perf_counter() - start
+    return _train_and_export(
+        data, out, labels, settings, progress, command, synthesis_seconds, scheme=scheme
+    )
+
+
+def train_invariant_model(
+    spec: FeatureSpec,
+    out: str | Path,
+    *,
+    labels: str = "mle",
+    n_samples: int = DEFAULT_SAMPLES,
+    snr: tuple[float, float] = DEFAULT_SNR_RANGE,
+    n_schemes: int = DEFAULT_TRAINING_SCHEMES,
+    limits: ParameterLimits | None = None,
+    data_seed: int = 0,
+    settings: TrainingSettings | None = None,
+    d_par: float = D_PAR,
+    d_iso: float = D_ISO,
+    n_threads: int | None = None,
+    progress: bool | None = None,
+    command: str | None = None,
+) -> TrainingResult:
+    """Train a rotation-invariant network for a set of shells and export it to ONNX.
+
+    Parameters
+    ----------
+    spec : FeatureSpec
+        Shells, orders and trained ranges (direction counts, b = 0 volumes, conditioning).
+    out : str or Path
+        Output ``.onnx`` file (written atomically).
+    labels : {"mle", "gt", "hybrid"}
+        Label type.
+    n_samples : int
+        Number of synthetic samples.
+    snr : (float, float)
+        b = 0 SNR range (drawn log-uniformly).
+    n_schemes : int
+        Number of random acquisition schemes the samples are spread over.
+    limits : ParameterLimits, optional
+        Parameter sampling limits.
+    data_seed : int
+        Seed of the training data.
+    settings : TrainingSettings, optional
+        Network and optimiser settings.
+    d_par, d_iso : float
+        Fixed diffusivities, mm^2/s.
+    n_threads : int, optional
+        Threads of the data synthesis / MLE labelling and of torch on the CPU.
+    progress : bool, optional
+        Progress bars.
+    command : str, optional
+        Command line recorded in the metadata.
+
+    Returns
+    -------
+    TrainingResult
+    """
+    settings = _with_threads(settings, n_threads)
+    start = time.perf_counter()
+    data = make_invariant_training_set(
+        spec,
+        n_samples,
+        labels=labels,
+        limits=limits,
+        snr=snr,
+        n_schemes=n_schemes,
+        seed=data_seed,
+        d_par=d_par,
+        d_iso=d_iso,
+        n_threads=n_threads,
+        progress=progress,
+    )
+    synthesis_seconds = time.perf_counter() - start
+    return _train_and_export(
+        data, out, labels, settings, progress, command, synthesis_seconds, features=spec
+    )
+
+
+def _with_threads(settings: TrainingSettings | None, n_threads: int | None) -> TrainingSettings:
+    settings = TrainingSettings() if settings is None else settings
+    if n_threads and not settings.n_threads:
+        settings = TrainingSettings(**{**asdict(settings), "n_threads": n_threads})
+    return settings
+
+
+def _train_and_export(
+    data: TrainingSet,
+    out: str | Path,
+    labels: str,
+    settings: TrainingSettings,
+    progress: bool | None,
+    command: str | None,
+    synthesis_seconds: float,
+    scheme: Scheme | None = None,
+    features: FeatureSpec | None = None,
+) -> TrainingResult:
+    """Train on `data` and export the network with its metadata (raw: scheme; else features)."""
+    LOGGER.info(
+        "Training a %s-label network on %d samples (%d inputs), up to %d epochs",
+        labels, data.inputs.shape[0], data.inputs.shape[1], settings.epochs,
+    )  # fmt: skip
     targets, weights = label_targets(data, labels, settings.hybrid_weight)
-    result = train_network(data.signals, targets, weights, settings, progress)
+    result = train_network(
+        data.inputs, targets, weights, settings, progress, standardise=features is not None
+    )
     training = {
         **settings.to_dict(),
         "data": data.settings,
-        "n_used": int(data.signals.shape[0]),
+        "n_used": int(data.inputs.shape[0]),
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "best_validation_loss": result.best_validation_loss,
@@ -384,9 +525,10 @@ def train_model(
     }
     metadata = ModelMetadata(
         scheme=scheme,
-        b0_threshold=scheme.b0_threshold,
-        d_par=float(d_par),
-        d_iso=float(d_iso),
+        features=features,
+        b0_threshold=B0_THRESHOLD if scheme is None else scheme.b0_threshold,
+        d_par=float(data.settings["d_par"]),
+        d_iso=float(data.settings["d_iso"]),
         labels=labels,
         parameters=PARAMETERS,
         snr=data.settings["snr"],
