@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from noddi_bids.fit.kernels import model_signal, scratch_arrays, set_threads
+from noddi_bids.fit.signal import model_signal, scratch_arrays, set_threads
 from noddi_bids.fit.tables import SignalTables, build_tables
 from noddi_bids.model.noddi import D_ISO, D_PAR, ODI_MIN
 from noddi_bids.model.noise import add_rician_noise
