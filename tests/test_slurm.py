@@ -22,7 +22,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from slurm_cluster import LocalSlurmCluster, SlurmUnavailable, why_unavailable
 
-from noddi_bids.example import make_block_dataset
+from noddi_bids.example.bids import make_block_dataset
 
 pytestmark = pytest.mark.slurm
 
