@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from noddi_bids.cli.networks import train_main
 from noddi_bids.model.scheme import Scheme, reference_scheme
 from noddi_bids.nn import store
-from noddi_bids.nn.cli import train_main
 from noddi_bids.nn.infer import ModelError, OnnxEstimator, read_metadata
 
 TINY_RECIPE = {"n_samples": 1500, "epochs": 3, "patience": None, "seed": 0}
