@@ -66,7 +66,7 @@ def test_auto_trains_caches_and_reuses(monkeypatch, tmp_path):
     estimator = OnnxEstimator(path)
     estimator.check_scheme(scheme)
     assert estimator.metadata.labels == "gt"
-    assert not list(path.parent.glob(".*.tmp"))  # atomic write left no temporary
+    assert not list(path.parent.glob(".tmp-*"))  # atomic write left no temporary
 
     def refuse(*args, **kwargs):
         raise AssertionError("retrained although a cached model fits")

@@ -8,7 +8,6 @@ forward model with Rician noise. :mod:`noddi_bids.example.bids` writes it as a d
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 
 import nibabel as nib
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 from noddi_bids.model.noddi import ODI_MIN, noddi_signal
 from noddi_bids.model.noise import add_rician_noise
 from noddi_bids.model.scheme import Scheme
+from noddi_bids.progress import no_bar
 
 #: NODDI parameters (ODI, NDI, FWF) of pure tissue, close to the study's in-vivo MLE means.
 TISSUE_PARAMETERS = {
@@ -168,8 +168,7 @@ def simulate_dwi(
     index = np.flatnonzero(brain)
     signal = np.zeros((brain.size, scheme.n_measurements))
     flat = {name: maps[name].reshape(brain.size, *maps[name].shape[3:]) for name in maps}
-    disable = not sys.stderr.isatty() if progress is None else not progress
-    for start in tqdm(range(0, index.size, _CHUNK), desc="phantom", disable=disable):
+    for start in tqdm(range(0, index.size, _CHUNK), desc="phantom", disable=no_bar(progress)):
         rows = index[start : start + _CHUNK]
         signal[rows] = flat["s0"][rows, None] * noddi_signal(
             flat["odi"][rows],

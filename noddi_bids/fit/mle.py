@@ -20,6 +20,7 @@ from noddi_bids.fit.grid import default_grid, tensor_directions
 from noddi_bids.fit.tables import SignalTables, build_tables
 from noddi_bids.fit.threads import set_threads
 from noddi_bids.model.noddi import D_ISO, D_PAR
+from noddi_bids.progress import no_bar
 
 LOGGER = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class NoddiMLE:
         set_threads(self.n_threads)
         index = np.flatnonzero(valid)
         data = np.ascontiguousarray(data)
-        with tqdm(total=index.size, unit="vox", desc="MLE fit", disable=_no_bar(progress)) as bar:
+        with tqdm(total=index.size, unit="vox", desc="MLE fit", disable=no_bar(progress)) as bar:
             for start in range(0, index.size, self.chunk_size):
                 rows = index[start : start + self.chunk_size]
                 self._fit_chunk(data, sigma[rows], mean_b0[rows], init, rows, result)
@@ -253,8 +254,3 @@ def _empty_result(n_vox: int, valid: np.ndarray) -> dict[str, np.ndarray]:
         "iterations": np.zeros(n_vox, dtype=np.int64),
         "valid": valid,
     }
-
-
-def _no_bar(progress: bool | None) -> bool | None:
-    """Return tqdm's ``disable``: None lets tqdm decide (off when not attached to a terminal)."""
-    return None if progress is None else not progress
