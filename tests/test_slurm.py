@@ -98,7 +98,6 @@ def _outputs(root: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 
 def test_participant_level_on_slurm_equals_multiproc(cluster, tmp_path):
-    pytest.importorskip("noddi_bids.cli.run", reason="the noddi-bids CLI is not there yet")
     bids = make_block_dataset(tmp_path / "bids", shape=SHAPE, snr=SNR, seed=7)
     env = {**cluster.env, "OMP_NUM_THREADS": "1"}
     # Nipype's SLURM plugin names jobs after $LOGNAME, which a bare CI shell may not set.
