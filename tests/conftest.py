@@ -22,7 +22,7 @@ import pytest
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 
-from noddi_bids.example import write_bids_dwi  # noqa: E402
+from noddi_bids.example.bids import write_bids_dwi  # noqa: E402
 from noddi_bids.model.noddi import noddi_signal  # noqa: E402
 from noddi_bids.model.noise import add_rician_noise  # noqa: E402
 from noddi_bids.model.scheme import Scheme, reference_scheme  # noqa: E402

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, special
 
-from noddi_bids.fit import kernels
 from noddi_bids.fit.grid import default_grid
+from noddi_bids.fit.likelihood import rician_nll
+from noddi_bids.fit.signal import model_signal, scratch_arrays
 from noddi_bids.fit.tables import build_tables
 from noddi_bids.model.noddi import ODI_MIN, noddi_signal
 
@@ -43,7 +44,7 @@ def _angles(vector):
 def slow_fit(data, sigma, scheme, rng, n_random=20, n_refine=8):
     """Per-voxel multi-start fit; returns dict of odi, ndi, fwf, direction, s0 arrays."""
     tables = build_tables(scheme.bvals, scheme.bvecs).packed()
-    scratch = kernels.scratch_arrays(tables)
+    scratch = scratch_arrays(tables)
     buffer = np.empty(scheme.bvals.shape[0])
     terms = np.empty(scheme.bvals.shape[0])
     b0 = scheme.b0_mask
@@ -54,8 +55,8 @@ def slow_fit(data, sigma, scheme, rng, n_random=20, n_refine=8):
 
         def nll(p, measured=measured, inv_var=inv_var):
             odi, ndi, fwf, theta, phi, s0 = p
-            kernels.model_signal(odi, ndi, fwf, _unit(theta, phi), s0, tables, scratch, buffer)
-            return kernels.rician_nll(measured, buffer, inv_var, terms)
+            model_signal(odi, ndi, fwf, _unit(theta, phi), s0, tables, scratch, buffer)
+            return rician_nll(measured, buffer, inv_var, terms)
 
         s0 = measured[b0].mean()
         eigen = _tensor_eigenvectors(measured, scheme)

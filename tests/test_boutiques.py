@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import noddi_bids
+from noddi_bids.cli.parser import build_parser
+from noddi_bids.config import AppError
 
 NO_BOUTIQUES = "boutiques not installed (pip install boutiques)"
 DESCRIPTOR = Path(__file__).resolve().parents[1] / "noddi-bids.json"
@@ -22,8 +24,7 @@ def descriptor() -> dict:
 
 @pytest.fixture(scope="module")
 def parser() -> argparse.ArgumentParser:
-    cli = pytest.importorskip("noddi_bids.cli.parser", reason="the CLI parser is not there yet")
-    return cli.build_parser()
+    return build_parser()
 
 
 def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -32,9 +33,7 @@ def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 def test_bosh_validate():
-    bosh = pytest.importorskip(
-        "boutiques", reason="boutiques not installed (pip install boutiques)"
-    )
+    bosh = pytest.importorskip("boutiques", reason=NO_BOUTIQUES)
     bosh.bosh(["validate", str(DESCRIPTOR)])  # raises DescriptorValidationError if invalid
 
 
@@ -95,9 +94,8 @@ def test_mutually_exclusive_groups(descriptor, parser):
 
 
 def test_error_codes_match_the_app(descriptor):
-    config = pytest.importorskip("noddi_bids.config", reason="the app's config is not there yet")
     codes = set()
-    stack = [config.AppError]
+    stack = [AppError]
     while stack:
         cls = stack.pop()
         codes.add(cls.exit_code)
@@ -106,9 +104,7 @@ def test_error_codes_match_the_app(descriptor):
 
 
 def test_simulated_invocation_parses(tmp_path, parser):
-    bosh = pytest.importorskip(
-        "boutiques", reason="boutiques not installed (pip install boutiques)"
-    )
+    bosh = pytest.importorskip("boutiques", reason=NO_BOUTIQUES)
     invocation = {
         "bids_dir": "/data/bids",
         "output_dir": "/data/out",

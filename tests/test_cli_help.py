@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from noddi_bids.cli.networks import evaluate_parser, train_parser
 from noddi_bids.cli.parser import build_parser
-from noddi_bids.nn.cli import evaluate_parser, train_parser
 
 PARSERS = {"noddi-bids": build_parser, "noddi-bids-train": train_parser,
            "noddi-bids-evaluate": evaluate_parser}  # fmt: skip

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from noddi_bids.fit import kernels
+from noddi_bids.fit import likelihood
 from noddi_bids.fit.bessel import (
     COARSE_BLOCK,
     COARSE_CAP,
@@ -13,6 +13,7 @@ from noddi_bids.fit.bessel import (
     log_i0_split_coarse,
 )
 from noddi_bids.fit.polynomial import padded, polynomial_value
+from noddi_bids.fit.signal import model_signal, scratch_arrays
 from noddi_bids.fit.tables import build_tables
 from noddi_bids.model.noddi import ODI_MIN, noddi_signal
 from noddi_bids.model.scheme import Scheme, reference_scheme
@@ -42,7 +43,7 @@ def test_coarse_log_i0_matches_scipy():
     value, argument = log_i0_split_coarse(1e21)
     assert argument == COARSE_CAP and np.isfinite(value)
     ones = np.ones(2 * COARSE_BLOCK)
-    assert np.isfinite(kernels.rician_nll_coarse(ones, ones, 1e21))
+    assert np.isfinite(likelihood.rician_nll_coarse(ones, ones, 1e21))
 
 
 def _rician_nll_scipy(measured, model, inv_var):
@@ -60,12 +61,12 @@ def test_summed_likelihood_matches_scipy_without_overflow():
     # arguments in blocks, which must not overflow)
     for inv_var in (1.0, 225.0, 1e6, 1e14):
         exact = _rician_nll_scipy(measured, model, inv_var)
-        np.testing.assert_allclose(kernels.rician_nll(measured, model, inv_var, terms), exact,
+        np.testing.assert_allclose(likelihood.rician_nll(measured, model, inv_var, terms), exact,
                                    rtol=1e-12, atol=1e-9)  # fmt: skip
-        coarse = kernels.rician_nll_coarse(measured, model, inv_var)
+        coarse = likelihood.rician_nll_coarse(measured, model, inv_var)
         assert abs(coarse - exact) < 1e-4 + 1e-12 * abs(exact)
         tail = _rician_nll_scipy(measured[30:], model[30:], inv_var)
-        coarse_tail = kernels.rician_nll_coarse(measured, model, inv_var, 30)
+        coarse_tail = likelihood.rician_nll_coarse(measured, model, inv_var, 30)
         assert abs(coarse_tail - tail) < 1e-4 + 1e-12 * abs(tail)
 
 
@@ -102,11 +103,11 @@ def test_tabulated_signal_matches_exact_model(ordering):
     directions = rng.normal(size=(odi.size, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     exact = noddi_signal(odi, ndi, fwf, directions, scheme.bvals, scheme.bvecs)
-    scratch = kernels.scratch_arrays(packed)
+    scratch = scratch_arrays(packed)
     out = np.empty(scheme.n_measurements)
     for row in range(odi.size):
-        kernels.model_signal(odi[row], ndi[row], fwf[row], directions[row], 1.0, packed,
-                             scratch, out)  # fmt: skip
+        model_signal(odi[row], ndi[row], fwf[row], directions[row], 1.0, packed,
+                     scratch, out)  # fmt: skip
         np.testing.assert_allclose(out, exact[row], atol=1e-8)
 
 

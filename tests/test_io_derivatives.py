@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from noddi_bids import __version__
+from noddi_bids.atomic import atomic_target
 from noddi_bids.io.derivatives import (
-    atomic_target,
     dataset_location,
     derivative_name,
     derivative_path,

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 from numpy.testing import assert_allclose
 
+from noddi_bids.cli.networks import evaluate_main
 from noddi_bids.model.scheme import reference_scheme
-from noddi_bids.nn.cli import evaluate_main
 from noddi_bids.nn.evaluate import (
     GRID_FWF,
     GRID_NDI,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import TINY_RECIPE
 
+from noddi_bids.cli.networks import train_main
 from noddi_bids.model.directions import random_rotation, random_unit_vectors, spread_directions
 from noddi_bids.model.scheme import Scheme, reference_scheme, write_scheme
 from noddi_bids.nn import store
-from noddi_bids.nn.cli import train_main
 from noddi_bids.nn.features import FeatureSpec
 from noddi_bids.nn.infer import ModelError, OnnxEstimator, read_metadata
 
@@ -84,7 +84,7 @@ def test_auto_trains_once_per_shells_and_reuses(monkeypatch, tmp_path):
     estimator = OnnxEstimator(path)
     estimator.check_scheme(scheme)
     assert estimator.metadata.labels == "gt" and estimator.metadata.inputs == "invariant"
-    assert not list(path.parent.glob(".*.tmp"))  # atomic write left no temporary
+    assert not list(path.parent.glob(".tmp-*"))  # atomic write left no temporary
 
     def refuse(*args, **kwargs):
         raise AssertionError("retrained although a cached model fits")

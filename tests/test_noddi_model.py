@@ -133,7 +133,7 @@ def test_odi_kappa_round_trip():
 
 
 def test_torch_twin_matches_numpy_and_is_differentiable():
-    torch = pytest.importorskip("torch")
+    import torch
     bvals, bvecs = _scheme_arrays()
     rng = np.random.default_rng(1)
     params = rng.uniform(0.1, 0.9, size=(4, 3))

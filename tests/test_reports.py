@@ -410,7 +410,7 @@ def test_node_timings_from_an_executed_workflow(tmp_path: Path):
 
 
 def test_command_line_remakes_reports(tmp_path: Path, capsys):
-    from noddi_bids.reports.__main__ import main
+    from noddi_bids.cli.reports import main
 
     output_dir = tmp_path / "out"
     write_run(output_dir, {"sub": "07"}, estimators=("nngt",), seed=8)

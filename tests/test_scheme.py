@@ -284,54 +284,89 @@ def test_missing_file(good_pair, tmp_path):
         read_scheme(bval, tmp_path / "nope.bvec")
 
 
-def test_unreadable_binary_file(good_pair):
-    bval, bvec = good_pair
-    bval.write_bytes(b"\xff\xfe\x00\x80")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bval: cannot read"):
-        read_scheme(bval, bvec)
+_BVAL_MESSAGE = r"sub-01_dwi\.bval: "
+_BVEC_MESSAGE = r"sub-01_dwi\.bvec: "
+BAD_FILES = [
+    pytest.param({"bval": b"\xff\xfe\x00\x80"}, _BVAL_MESSAGE + "cannot read", id="binary"),
+    pytest.param(
+        {"bvec": "1 0 0 x 0 0 0 0\n0 0 0 0 0 0 0 0\n0 0 0 0 0 0 0 0\n"},
+        _BVEC_MESSAGE + "line 1 is not numeric",
+        id="non-numeric",
+    ),
+    *(
+        pytest.param({which: "\n  \n"}, rf"sub-01_dwi\.{which}: file is empty", id=f"empty-{which}")
+        for which in ("bval", "bvec")
+    ),
+    pytest.param(
+        {"bvec": "1 0 0 0 0 0 0 0\n0 1 0 0 0 0 0 0\n"},
+        _BVEC_MESSAGE + "expected 3 rows",
+        id="bvec-two-rows",
+    ),
+    pytest.param(
+        {"bvec": "1 0 0 0 0 0 0 0\n0 1 0 0 0 0 0\n0 0 1 0 0 0 0 0\n"},
+        _BVEC_MESSAGE + "rows have different lengths",
+        id="ragged",
+    ),
+    pytest.param(
+        {"bval": "0 700 700 700\n0 2000 2000 2000\n"},
+        _BVAL_MESSAGE + "expected one row",
+        id="bval-two-rows",
+    ),
+    pytest.param(
+        {"bval": "0 700 700 700 0 2000 2000\n"},
+        r"sub-01_dwi\.bval has 7 b-values.*sub-01_dwi\.bvec",
+        id="count-mismatch",
+    ),
+    *(
+        pytest.param(
+            {"bval": f"0 700 {token} 700 0 2000 2000 2000\n"},
+            _BVAL_MESSAGE + "b-value of volume 2",
+            id=f"bval-{token}",
+        )
+        for token in ("nan", "inf", "-inf", "NaN")
+    ),
+    *(
+        pytest.param(
+            {"bvec": f"0 1 0 0 0 0.6 0 0.8\n0 0 1 0 0 0.8 {token} 0\n0 0 0 1 0 0 0.8 0.6\n"},
+            _BVEC_MESSAGE + "b-vector of volume 6",
+            id=f"bvec-{token}",
+        )
+        for token in ("nan", "inf")
+    ),
+    pytest.param(
+        {"bval": "0 700 700 700 0 -2000 2000 2000\n"},
+        _BVAL_MESSAGE + "negative b-value -2000",
+        id="negative-bval",
+    ),
+    *(
+        pytest.param(
+            {"bvec": f"0 1 0 0 0 0.6 0 {length}\n0 0 1 0 0 0.8 0.6 0\n0 0 0 1 0 0 0.8 0\n"},
+            _BVEC_MESSAGE + "zero-length b-vector at volume 7",
+            id=f"zero-length-bvec-{length}",
+        )
+        for length in (0.0, 1e-8)
+    ),
+    pytest.param(
+        {
+            "bval": "1000 700 700 700 1000 2000 2000 2000\n",
+            "bvec": "1 1 0 0 0 0.6 0 0.8\n0 0 1 0 1 0.8 0.6 0\n0 0 0 1 0 0 0.8 0.6\n",
+        },
+        _BVAL_MESSAGE + "no b = 0 volume",
+        id="no-b0",
+    ),
+    pytest.param(
+        {"bval": "0 0 0 0 0 0 0 0\n"}, _BVAL_MESSAGE + "NODDI needs at least two", id="only-b0"
+    ),
+]
 
 
-def test_non_numeric_file(good_pair):
-    bval, bvec = good_pair
-    _write(bvec, "1 0 0 x 0 0 0 0\n0 0 0 0 0 0 0 0\n0 0 0 0 0 0 0 0\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bvec: line 1 is not numeric"):
-        read_scheme(bval, bvec)
-
-
-@pytest.mark.parametrize("which", ["bval", "bvec"])
-def test_empty_file(good_pair, which):
-    bval, bvec = good_pair
-    _write(bval if which == "bval" else bvec, "\n  \n")
-    with pytest.raises(SchemeError, match=rf"sub-01_dwi\.{which}: file is empty"):
-        read_scheme(bval, bvec)
-
-
-def test_bvec_wrong_number_of_rows(good_pair):
-    bval, bvec = good_pair
-    _write(bvec, "1 0 0 0 0 0 0 0\n0 1 0 0 0 0 0 0\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bvec: expected 3 rows"):
-        read_scheme(bval, bvec)
-
-
-def test_ragged_file(good_pair):
-    bval, bvec = good_pair
-    _write(bvec, "1 0 0 0 0 0 0 0\n0 1 0 0 0 0 0\n0 0 1 0 0 0 0 0\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bvec: rows have different lengths"):
-        read_scheme(bval, bvec)
-
-
-def test_bval_two_rows(good_pair):
-    bval, bvec = good_pair
-    _write(bval, "0 700 700 700\n0 2000 2000 2000\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bval: expected one row"):
-        read_scheme(bval, bvec)
-
-
-def test_count_mismatch_between_files(good_pair):
-    bval, bvec = good_pair
-    _write(bval, "0 700 700 700 0 2000 2000\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bval has 7 b-values.*sub-01_dwi\.bvec"):
-        read_scheme(bval, bvec)
+@pytest.mark.parametrize(("contents", "message"), BAD_FILES)
+def test_bad_file(good_pair, contents, message):
+    paths = dict(zip(("bval", "bvec"), good_pair, strict=True))
+    for which, content in contents.items():
+        paths[which].write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(SchemeError, match=message):
+        read_scheme(*good_pair)
 
 
 def test_count_mismatch_with_image(good_pair):
@@ -340,49 +375,10 @@ def test_count_mismatch_with_image(good_pair):
         read_scheme(bval, bvec, n_volumes=80)
 
 
-@pytest.mark.parametrize("token", ["nan", "inf", "-inf", "NaN"])
-def test_non_finite_bval(good_pair, token):
-    bval, bvec = good_pair
-    _write(bval, f"0 700 {token} 700 0 2000 2000 2000\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bval: b-value of volume 2"):
-        read_scheme(bval, bvec)
-
-
-@pytest.mark.parametrize("token", ["nan", "inf"])
-def test_non_finite_bvec(good_pair, token):
-    bval, bvec = good_pair
-    _write(bvec, f"0 1 0 0 0 0.6 0 0.8\n0 0 1 0 0 0.8 {token} 0\n0 0 0 1 0 0 0.8 0.6\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bvec: b-vector of volume 6"):
-        read_scheme(bval, bvec)
-
-
-def test_negative_bval(good_pair):
-    bval, bvec = good_pair
-    _write(bval, "0 700 700 700 0 -2000 2000 2000\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bval: negative b-value -2000"):
-        read_scheme(bval, bvec)
-
-
-@pytest.mark.parametrize("length", [0.0, 1e-8])
-def test_zero_length_bvec_on_weighted_volume(good_pair, length):
-    bval, bvec = good_pair
-    _write(bvec, f"0 1 0 0 0 0.6 0 {length}\n0 0 1 0 0 0.8 0.6 0\n0 0 0 1 0 0 0.8 0\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bvec: zero-length b-vector at volume 7"):
-        read_scheme(bval, bvec)
-
-
 def test_zero_bvec_allowed_on_b0(good_pair):
     bval, bvec = good_pair
     _write(bval, "10 700 700 700 0 2000 2000 2000\n")  # b=10 is below the b0 threshold
     assert read_scheme(bval, bvec).n_b0 == 2
-
-
-def test_no_b0(good_pair):
-    bval, bvec = good_pair
-    _write(bval, "1000 700 700 700 1000 2000 2000 2000\n")
-    _write(bvec, "1 1 0 0 0 0.6 0 0.8\n0 0 1 0 1 0.8 0.6 0\n0 0 0 1 0 0 0.8 0.6\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bval: no b = 0 volume"):
-        read_scheme(bval, bvec)
 
 
 def test_single_shell(good_pair):
@@ -394,13 +390,6 @@ def test_single_shell(good_pair):
     assert "sub-01_dwi.bval" in message
     assert "NODDI needs at least two non-zero b-shells" in message
     assert "b=1000 x6" in message
-
-
-def test_only_b0(good_pair):
-    bval, bvec = good_pair
-    _write(bval, "0 0 0 0 0 0 0 0\n")
-    with pytest.raises(SchemeError, match=r"sub-01_dwi\.bval: NODDI needs at least two"):
-        read_scheme(bval, bvec)
 
 
 # -- bad inputs built in code are caught by the same checks -------------------------

@@ -22,7 +22,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from slurm_cluster import LocalSlurmCluster, SlurmUnavailable, why_unavailable
 
-from noddi_bids.example import make_block_dataset
+from noddi_bids.example.bids import make_block_dataset
 
 pytestmark = pytest.mark.slurm
 
@@ -98,7 +98,6 @@ def _outputs(root: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 
 def test_participant_level_on_slurm_equals_multiproc(cluster, tmp_path):
-    pytest.importorskip("noddi_bids.cli.run", reason="the noddi-bids CLI is not there yet")
     bids = make_block_dataset(tmp_path / "bids", shape=SHAPE, snr=SNR, seed=7)
     env = {**cluster.env, "OMP_NUM_THREADS": "1"}
     # Nipype's SLURM plugin names jobs after $LOGNAME, which a bare CI shell may not set.

@@ -12,9 +12,9 @@ from conftest import PHANTOM_LABELS, make_bids_dataset, phantom_dwi, phantom_tis
 
 from noddi_bids.config import Config
 from noddi_bids.io.bids import collect_dwi_runs
+from noddi_bids.model.reference import normalise_dwi
 from noddi_bids.model.scheme import reference_scheme
 from noddi_bids.tissue import builtin, synthseg
-from noddi_bids.tissue.brain import dwi_reference
 from noddi_bids.tissue.stats import group_tables, tissue_table
 from noddi_bids.workflows.dwi import init_dwi_noddi_wf
 
@@ -65,7 +65,7 @@ def test_builtin_classification_on_phantom():
     scheme = reference_scheme()
     tissue = phantom_tissue((14, 14, 8))
     data = phantom_dwi(tissue, scheme, 40.0, np.random.default_rng(1))
-    reference = dwi_reference(data, scheme.b0_mask, tissue > 0)
+    reference = normalise_dwi(data, scheme.b0_mask, tissue > 0)
     classes = builtin.classify_tissues(reference.signals.astype(np.float64), scheme)
     truth = tissue[reference.mask]
     for index, name in enumerate(("WM", "GM", "CSF"), start=1):
@@ -79,12 +79,12 @@ def test_reference_excludes_bad_voxels():
     data = phantom_dwi(tissue, scheme, 40.0, np.random.default_rng(2))
     data[6, 6, 3, 5] = np.inf
     data[6, 5, 3, scheme.b0_mask] = 0.0
-    reference = dwi_reference(data, scheme.b0_mask, tissue > 0)
+    reference = normalise_dwi(data, scheme.b0_mask, tissue > 0)
     assert not reference.mask[6, 6, 3] and not reference.mask[6, 5, 3]
     assert (reference.n_nonfinite, reference.n_nonpositive_b0) == (1, 1)
     assert np.isfinite(reference.signals).all()
     assert reference.signals.shape == (int(reference.mask.sum()), scheme.n_measurements)
-    auto = dwi_reference(data, scheme.b0_mask)
+    auto = normalise_dwi(data, scheme.b0_mask)
     assert (auto.mask & (tissue == 0)).sum() <= 5
     assert (auto.mask & (tissue > 0)).sum() >= 0.8 * (tissue > 0).sum()
 

@@ -3,7 +3,7 @@
 Follows the NODDI MATLAB Toolbox recipe: noise sigma from the b = 0 images, a coarse grid search
 for the starting point with the orientation from the diffusion tensor, then a bounded
 second-order optimiser of the Rician likelihood (Levenberg-Marquardt here). All voxels of a chunk
-are solved together by compiled kernels (:mod:`noddi_bids.fit.kernels`).
+are solved together by compiled kernels (:mod:`noddi_bids.fit.batch`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from noddi_bids.fit import kernels
+from noddi_bids.fit.batch import fit_voxels
 from noddi_bids.fit.grid import default_grid, tensor_directions
 from noddi_bids.fit.tables import SignalTables, build_tables
+from noddi_bids.fit.threads import set_threads
 from noddi_bids.model.noddi import D_ISO, D_PAR
+from noddi_bids.progress import no_bar
 
 LOGGER = logging.getLogger(__name__)
 
@@ -192,10 +194,10 @@ class NoddiMLE:
                 n_vox,
             )
         result = _empty_result(n_vox, valid)
-        kernels.set_threads(self.n_threads)
+        set_threads(self.n_threads)
         index = np.flatnonzero(valid)
         data = np.ascontiguousarray(data)
-        with tqdm(total=index.size, unit="vox", desc="MLE fit", disable=_no_bar(progress)) as bar:
+        with tqdm(total=index.size, unit="vox", desc="MLE fit", disable=no_bar(progress)) as bar:
             for start in range(0, index.size, self.chunk_size):
                 rows = index[start : start + self.chunk_size]
                 self._fit_chunk(data, sigma[rows], mean_b0[rows], init, rows, result)
@@ -218,7 +220,7 @@ class NoddiMLE:
                 + [s0]
             )
             directions = np.asarray(init["direction"], dtype=np.float64)[rows]
-        params, direction, log_likelihood, converged, iterations = kernels.fit_voxels(
+        params, direction, log_likelihood, converged, iterations = fit_voxels(
             data,
             rows,
             self._order,
@@ -252,8 +254,3 @@ def _empty_result(n_vox: int, valid: np.ndarray) -> dict[str, np.ndarray]:
         "iterations": np.zeros(n_vox, dtype=np.int64),
         "valid": valid,
     }
-
-
-def _no_bar(progress: bool | None) -> bool | None:
-    """Return tqdm's ``disable``: None lets tqdm decide (off when not attached to a terminal)."""
-    return None if progress is None else not progress

@@ -108,7 +108,7 @@ class SignalTables:
         return np.ascontiguousarray(self.bvecs.T)
 
     def packed(self) -> tuple:
-        """Return the tables as the tuple the compiled kernels take (:mod:`.kernels`).
+        """Return the tables as the tuple the compiled kernels take (:mod:`.layout`).
 
         The attributes named in ``PACKED``, in that order.
         """

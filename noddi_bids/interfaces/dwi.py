@@ -16,13 +16,13 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from noddi_bids.model.reference import normalise_dwi
 from noddi_bids.model.scheme import read_scheme
-from noddi_bids.tissue.brain import dwi_reference
 
 LOGGER = logging.getLogger("nipype.interface")
 
 
-class _DwiReferenceInputSpec(BaseInterfaceInputSpec):
+class _NormaliseDwiInputSpec(BaseInterfaceInputSpec):
     dwi_file = File(exists=True, mandatory=True, desc="4-D diffusion image")
     bval_file = File(exists=True, mandatory=True, desc="b-values (s/mm^2)")
     bvec_file = File(exists=True, mandatory=True, desc="b-vectors")
@@ -33,14 +33,14 @@ class _DwiReferenceInputSpec(BaseInterfaceInputSpec):
     )
 
 
-class _DwiReferenceOutputSpec(TraitedSpec):
+class _NormaliseDwiOutputSpec(TraitedSpec):
     mean_b0 = File(exists=True, desc="mean b = 0 image (float32)")
     mask_file = File(exists=True, desc="brain mask of the voxels that can be normalised")
     signals_file = File(exists=True, desc="normalised signals of the mask voxels, (N, M) .npy")
     qc_file = File(exists=True, desc="JSON: voxel counts, excluded voxels")
 
 
-class DwiReference(SimpleInterface):
+class NormaliseDwi(SimpleInterface):
     """Mean b = 0, brain mask and signals normalised by the mean b = 0.
 
     Voxels with non-finite data or a non-positive mean b = 0 are left out of the mask (never
@@ -48,14 +48,14 @@ class DwiReference(SimpleInterface):
 
     Examples
     --------
-    >>> ref = DwiReference(dwi_file="sub-01_dwi.nii.gz", bval_file="sub-01_dwi.bval",
+    >>> ref = NormaliseDwi(dwi_file="sub-01_dwi.nii.gz", bval_file="sub-01_dwi.bval",
     ...                    bvec_file="sub-01_dwi.bvec", b0_threshold=50.0)  # doctest: +SKIP
     >>> ref.run().outputs.mask_file  # doctest: +SKIP
     '.../brain_mask.nii.gz'
     """
 
-    input_spec = _DwiReferenceInputSpec
-    output_spec = _DwiReferenceOutputSpec
+    input_spec = _NormaliseDwiInputSpec
+    output_spec = _NormaliseDwiOutputSpec
 
     def _run_interface(self, runtime):
         image = nib.load(self.inputs.dwi_file)
@@ -68,7 +68,7 @@ class DwiReference(SimpleInterface):
         region = None
         if self.inputs.brain_mask:
             region = np.asarray(nib.load(self.inputs.brain_mask).dataobj) > 0
-        reference = dwi_reference(image.get_fdata(dtype=np.float32), scheme.b0_mask, region)
+        reference = normalise_dwi(image.get_fdata(dtype=np.float32), scheme.b0_mask, region)
         excluded = reference.n_nonfinite + reference.n_nonpositive_b0
         if excluded:
             LOGGER.warning(

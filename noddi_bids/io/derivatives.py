@@ -11,17 +11,16 @@ in ``sub-<label>[/ses-<label>]/dwi/``. Maps stay on the grid of the input dwi ru
 is kept (a preprocessed input such as QSIPrep's ``space-T1w``), and a raw input has none (BIDS:
 the native space of the source data).
 
-Every file is written to a temporary name in its destination folder and moved into place with
-:func:`os.replace`, so a crash never leaves a half-written derivative.
+Every file is written atomically (:func:`noddi_bids.atomic.atomic_target`), so a crash never
+leaves a half-written derivative.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import nibabel as nib
 import pandas as pd
 
 from noddi_bids import __version__
+from noddi_bids.atomic import atomic_target
 
 #: Order of entities in derivative names (BIDS order, then the diffusion-derivatives ones).
 ENTITY_ORDER = (
@@ -108,22 +108,6 @@ def derivative_path(
     if source.get("ses"):
         folder = folder / f"ses-{source['ses']}"
     return folder / "dwi" / derivative_name(source, suffix, extension, **entities)
-
-
-@contextlib.contextmanager
-def atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds.
-
-    The temporary file keeps the extension (NIfTI writers need it) and is removed on failure.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def save_nifti(image: nib.Nifti1Image, path: Path) -> Path:

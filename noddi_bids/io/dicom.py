@@ -19,8 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +30,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRIm
 from pydicom.valuerep import format_number_as_ds
 
 from noddi_bids import __version__
+from noddi_bids.atomic import atomic_target
 
 LOGGER = logging.getLogger(__name__)
 
@@ -304,19 +303,14 @@ def write_parametric_map_series(
         shape=values.shape,
     )
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_target(out_dir) as tmp:
+        tmp.mkdir()
         names = []
         for k in range(values.shape[2]):
             ds = _instance_dataset(base, stored[:, :, k], k, geometry, series_uid)
             name = f"{param_short}_{est_short}_{k + 1:04d}.dcm"
             ds.save_as(tmp / name, enforce_file_format=True)
             names.append(name)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     LOGGER.info(
         "Wrote %d DICOM instances of %s %s to %s", len(names), param_short, est_short, out_dir
     )
@@ -607,14 +601,3 @@ def _digest(stored: np.ndarray, affine: np.ndarray) -> str:
 def _ds_value(value: float) -> str:
     """Format a number as a valid DICOM decimal string (at most 16 characters)."""
     return format_number_as_ds(float(value))
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` folder to ``target``, replacing an older one."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The NODDI model: acquisition schemes, the exact forward model, Rician noise."""
+"""The NODDI model: acquisition schemes, the exact forward model, Rician noise, normalisation."""
 
 from noddi_bids.model.noddi import D_ISO, D_PAR, noddi_signal
 from noddi_bids.model.noise import add_rician_noise

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from noddi_bids import __version__
+from noddi_bids.atomic import atomic_target
 from noddi_bids.nn.metadata import METADATA_KEY, ModelMetadata
 
 #: Input and output tensor names of the exported graph.
@@ -71,15 +70,8 @@ def export_onnx(network: torch.nn.Module, path: str | Path, metadata: ModelMetad
     entry.key = METADATA_KEY
     entry.value = metadata.to_json()
     onnx.checker.check_model(model)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(model.SerializeToString())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as temporary:
+        temporary.write_bytes(model.SerializeToString())
     return path
 
 

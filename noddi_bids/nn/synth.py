@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 from tqdm.auto import tqdm
 
-from noddi_bids.fit.kernels import model_signal, scratch_arrays, set_threads
+from noddi_bids.fit.signal import model_signal, scratch_arrays, set_threads
 from noddi_bids.fit.tables import SignalTables, build_tables
 from noddi_bids.model.noddi import D_ISO, D_PAR, ODI_MIN
 from noddi_bids.model.noise import add_rician_noise
@@ -32,6 +32,7 @@ from noddi_bids.model.normalise import normalise_by_b0
 from noddi_bids.model.scheme import Scheme
 from noddi_bids.nn.features import FeatureSpec, design
 from noddi_bids.nn.schemes import MAX_TILT_DEGREES, random_scheme
+from noddi_bids.progress import no_bar
 
 LOGGER = logging.getLogger(__name__)
 
@@ -527,7 +528,7 @@ def make_invariant_training_set(
         n_samples, n_schemes, "/".join(f"{b:g}" for b in spec.shells), *snr,
         ", with MLE labels" if mle is not None else "",
     )  # fmt: skip
-    for rows in tqdm(groups, desc="training data", unit="scheme", disable=_no_bar(progress)):
+    for rows in tqdm(groups, desc="training data", unit="scheme", disable=no_bar(progress)):
         scheme = random_scheme(spec, rng)
         clean = synthesise_signals(truth[rows], directions[rows], scheme, d_par, d_iso)
         noisy = add_rician_noise(clean, snr_values[rows], rng)
@@ -563,8 +564,3 @@ def make_invariant_training_set(
         snr=snr_values[keep],
         settings=settings,
     )
-
-
-def _no_bar(progress: bool | None) -> bool | None:
-    """Return tqdm's ``disable``: None lets tqdm decide (off when not attached to a terminal)."""
-    return None if progress is None else not progress

@@ -53,6 +53,7 @@ from noddi_bids.nn.synth import (  # noqa: E402
     make_invariant_training_set,
     make_training_set,
 )
+from noddi_bids.progress import no_bar  # noqa: E402
 
 LOGGER = logging.getLogger(__name__)
 #: Epochs between log lines when the progress bar is off (not a terminal).
@@ -283,7 +284,7 @@ def train_network(
     history: dict[str, list[float]] = {"train": [], "validation": []}
     best = (np.inf, 0, copy.deepcopy(network.state_dict()))
     start = time.perf_counter()
-    bar = tqdm(range(settings.epochs), desc="training", unit="epoch", disable=_no_bar(progress))
+    bar = tqdm(range(settings.epochs), desc="training", unit="epoch", disable=no_bar(progress))
     for epoch in bar:
         network.train()
         permutation = torch.randperm(x_train.shape[0], generator=generator).to(device)
@@ -537,8 +538,3 @@ def _train_and_export(
     )
     export_onnx(result.network, out, metadata)
     return result
-
-
-def _no_bar(progress: bool | None) -> bool | None:
-    """Return tqdm's ``disable``: None lets tqdm decide (off when not attached to a terminal)."""
-    return None if progress is None else not progress

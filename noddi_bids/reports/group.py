@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from noddi_bids.io.derivatives import ESTIMATOR_DESCRIPTIONS, atomic_target
+from noddi_bids.atomic import atomic_target
+from noddi_bids.io.derivatives import ESTIMATOR_DESCRIPTIONS
 from noddi_bids.reports import figures
 from noddi_bids.reports import html as page
 from noddi_bids.tissue.stats import PARAMETERS, TISSUE_PARAMETERS, TISSUES

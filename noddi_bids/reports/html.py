@@ -15,7 +15,7 @@ from pathlib import Path
 from string import Template
 
 from noddi_bids import __version__
-from noddi_bids.io.derivatives import atomic_target
+from noddi_bids.atomic import atomic_target
 
 #: Media types of the embedded figures.
 PNG, SVG = "image/png", "image/svg+xml"

@@ -1,1 +1,1 @@
-"""Brain and tissue masks (SynthSeg outputs or a built-in classification) and tissue tables."""
+"""Tissue masks (SynthSeg outputs or a built-in classification) and tissue tables."""

@@ -9,7 +9,7 @@ from nipype.pipeline import engine as pe
 
 from noddi_bids.interfaces.derivatives import WriteEstimate, WriteReference, WriteTissue
 from noddi_bids.interfaces.dicom import DicomRunExport
-from noddi_bids.interfaces.dwi import DwiReference
+from noddi_bids.interfaces.dwi import NormaliseDwi
 from noddi_bids.interfaces.noddi import MLEEstimate, NNEstimate
 from noddi_bids.interfaces.tissue import TissueStats
 from noddi_bids.io.bids import DwiRun
@@ -98,7 +98,7 @@ def init_dwi_noddi_wf(
         ),
         name="outputnode",
     )  # fmt: skip
-    reference = pe.Node(DwiReference(b0_threshold=b0_threshold), name="reference")
+    reference = pe.Node(NormaliseDwi(b0_threshold=b0_threshold), name="reference")
     if run.brain_mask is not None:
         inputnode.inputs.brain_mask = str(run.brain_mask)
         reference.inputs.brain_mask_origin = run.brain_mask_origin

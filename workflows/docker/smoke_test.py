@@ -78,7 +78,7 @@ def warm_matplotlib() -> None:
 
 def main() -> None:
     """Run the checks in a temporary folder that is removed afterwards."""
-    from noddi_bids.example import make_block_dataset
+    from noddi_bids.example.bids import make_block_dataset
 
     check_shipped_models()
     warm_matplotlib()

@@ -1,4 +1,4 @@
-"""Mean b = 0 image, brain mask and the voxels that can be normalised."""
+"""The dwi reference (mean b = 0 image), the brain mask and the signals normalised by it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from noddi_bids.model.normalise import normalise_by_b0
 
 
 @dataclass(frozen=True)
-class DwiReference:
-    """What every estimator needs from a 4-D diffusion image.
+class NormalisedSignals:
+    """What every estimator needs from a 4-D diffusion image (:func:`normalise_dwi`).
 
     Attributes
     ----------
@@ -52,9 +52,9 @@ def automatic_brain_mask(mean_b0: np.ndarray) -> np.ndarray:
     return np.asarray(mask, dtype=bool)
 
 
-def dwi_reference(
+def normalise_dwi(
     data: np.ndarray, b0_mask: np.ndarray, brain_mask: np.ndarray | None = None
-) -> DwiReference:
+) -> NormalisedSignals:
     """Mean b = 0, brain mask and normalised signals of a diffusion image.
 
     Parameters
@@ -68,7 +68,7 @@ def dwi_reference(
 
     Returns
     -------
-    DwiReference
+    NormalisedSignals
         Voxels with non-finite data or a non-positive mean b = 0 are left out of the mask and
         counted, never divided by.
     """
@@ -78,7 +78,7 @@ def dwi_reference(
     normalised, valid = normalise_by_b0(data[region], b0_mask)
     mask = np.zeros(region.shape, dtype=bool)
     mask[region] = valid
-    return DwiReference(
+    return NormalisedSignals(
         mean_b0=mean_b0.astype(np.float32),
         mask=mask,
         signals=normalised[valid].astype(np.float32),

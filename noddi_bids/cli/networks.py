@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from noddi_bids import __version__
+from noddi_bids.cli.parser import HelpFormatter
 from noddi_bids.model.noddi import D_ISO, D_PAR
 from noddi_bids.model.scheme import B0_THRESHOLD, Scheme, read_scheme, reference_scheme
 from noddi_bids.nn.synth import (
@@ -64,7 +65,7 @@ def train_parser() -> argparse.ArgumentParser:
         description="Train a NODDI network and export it to ONNX: by default a rotation-"
         "invariant network for the shells of a scheme (any direction set with those shells), "
         "or with --inputs signal the study's raw-signal network for one exact scheme.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     scheme = parser.add_argument_group("scheme")
     scheme.add_argument(
@@ -293,7 +294,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
             "0.1), fibre along x, repeated noise; writes per-point mean/bias/SD (TSV), the "
             "grid-averaged summary and figures."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--model",

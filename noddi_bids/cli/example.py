@@ -1,0 +1,47 @@
+"""Command line ``python -m noddi_bids.example {make,compare} ...``.
+
+Usage (one line: make, run the app, report the error against the truth)::
+
+    python -m noddi_bids.example make ex && noddi-bids ex ex/derivatives/noddi participant
+        --synthseg-dir ex/derivatives/synthseg -w work && python -m noddi_bids.example compare
+        ex ex/derivatives/noddi
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from noddi_bids.example.bids import make_example
+from noddi_bids.example.compare import compare_with_truth
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m noddi_bids.example {make,compare} ...``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m noddi_bids.example",
+        description="Make the example phantom dataset, or compare the app's maps with its truth.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    make = commands.add_parser("make", help="write the example BIDS dataset")
+    make.add_argument("out_dir")
+    make.add_argument("--voxel-size", type=float, default=3.0, help="mm (default 3)")
+    make.add_argument("--snr", type=float, default=20.0, help="SNR at b = 0 (default 20)")
+    make.add_argument("--seed", type=int, default=0)
+    compare = commands.add_parser("compare", help="error of the app's maps against the truth")
+    compare.add_argument("example_dir")
+    compare.add_argument("derivatives_dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "make":
+        make_example(Path(args.out_dir), args.voxel_size, args.snr, args.seed)
+        return 0
+    table = compare_with_truth(Path(args.example_dir), Path(args.derivatives_dir))
+    if table.empty:
+        sys.stderr.write("no maps or tissue masks found to compare\n")
+        return 1
+    sys.stdout.write(table.to_string(index=False, float_format="%.3f") + "\n")
+    return 0
