@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from noddi_bids.example.bids import make_example
+from noddi_bids.example.bids import TABLES, make_example
 from noddi_bids.example.compare import compare_with_truth
 
 
@@ -30,14 +30,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     make.add_argument("out_dir")
     make.add_argument("--voxel-size", type=float, default=3.0, help="mm (default 3)")
     make.add_argument("--snr", type=float, default=20.0, help="SNR at b = 0 (default 20)")
-    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    make.add_argument(
+        "--table",
+        choices=TABLES,
+        default="motion",
+        help="gradient table: the reference protocol as a motion-corrected subject has it "
+        "(rotated, each direction tilted; default), the reference itself, rotated as a whole, "
+        "or another well-spread direction set",
+    )
     compare = commands.add_parser("compare", help="error of the app's maps against the truth")
     compare.add_argument("example_dir")
     compare.add_argument("derivatives_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "make":
-        make_example(Path(args.out_dir), args.voxel_size, args.snr, args.seed)
+        make_example(Path(args.out_dir), args.voxel_size, args.snr, args.seed, table=args.table)
         return 0
     table = compare_with_truth(Path(args.example_dir), Path(args.derivatives_dir))
     if table.empty:

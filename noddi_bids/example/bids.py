@@ -26,6 +26,12 @@ from noddi_bids.example.phantom import (
     tissue_probabilities,
 )
 from noddi_bids.io.derivatives import PARAM_LABELS
+from noddi_bids.model.directions import (
+    perturb_directions,
+    random_rotation,
+    random_unit_vectors,
+    spread_directions,
+)
 from noddi_bids.model.noddi import noddi_signal
 from noddi_bids.model.noise import add_rician_noise
 from noddi_bids.model.scheme import Scheme, reference_scheme, write_scheme
@@ -139,12 +145,53 @@ def make_block_dataset(
     return Path(root)
 
 
+#: Gradient tables of the example (:func:`example_scheme`).
+TABLES = ("motion", "reference", "rotated", "other")
+#: SD of the per-volume tilt of the ``motion`` table, degrees (motion-corrected b-vectors).
+MOTION_TILT_DEGREES = 1.5
+
+
+def example_scheme(table: str, seed: int = 0) -> Scheme:
+    """Gradient table of the example: the reference protocol's shells, counts and volume order.
+
+    Parameters
+    ----------
+    table : {"motion", "reference", "rotated", "other"}
+        ``reference``: the reference scheme itself; ``rotated``: rotated as a whole (another
+        head position); ``motion``: rotated and every direction tilted at random by
+        :data:`MOTION_TILT_DEGREES` (SD), as the b-vectors of a motion-corrected subject are;
+        ``other``: another well-spread (electrostatic) direction set per shell.
+    seed : int
+        Seed of the rotation, tilts or directions.
+
+    Returns
+    -------
+    Scheme
+    """
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {TABLES}, got {table!r}")
+    reference = reference_scheme()
+    rng = np.random.default_rng([seed, TABLES.index(table)])
+    bvecs = reference.bvecs.copy()
+    weighted = ~reference.b0_mask
+    if table in ("rotated", "motion"):
+        bvecs = bvecs @ random_rotation(rng).T
+    if table == "motion":
+        bvecs[weighted] = perturb_directions(bvecs[weighted], MOTION_TILT_DEGREES, rng)
+    if table == "other":
+        for shell in range(reference.shells.size):
+            volumes = reference.shell_index == shell
+            bvecs[volumes] = spread_directions(random_unit_vectors(int(volumes.sum()), rng))
+    return Scheme(reference.bvals, bvecs)
+
+
 def make_example(
     out_dir: Path,
     voxel_size: float = 3.0,
     snr: float = 20.0,
     seed: int = 0,
     progress: bool | None = None,
+    table: str = "motion",
 ) -> Path:
     """Write the example BIDS dataset with ground truth and SynthSeg-style derivatives.
 
@@ -157,9 +204,12 @@ def make_example(
     snr : float
         SNR of a b = 0 signal of 1000 (white matter b = 0 is 900).
     seed : int
-        Random seed.
+        Random seed (the tissue and the noise draws do not depend on `table`).
     progress : bool, optional
         Progress bar.
+    table : str
+        Gradient table (:func:`example_scheme`); by default the reference protocol as a
+        motion-corrected subject has it: rotated, each direction tilted.
 
     Returns
     -------
@@ -171,13 +221,14 @@ def make_example(
     fine, fine_affine = crop_to_brain(*tissue_probabilities())
     fractions, affine = downsample(fine, fine_affine, voxel_size)
     maps = phantom_parameters(fractions, rng)
-    scheme = reference_scheme()
+    scheme = example_scheme(table, seed)
     data = simulate_dwi(maps, scheme, snr, rng, progress)
     dwi = write_bids_dwi(out_dir, {"sub": "01"}, data, affine, scheme)
     (out_dir / "participants.tsv").write_text("participant_id\nsub-01\n")
     (out_dir / "README").write_text(
         "Synthetic NODDI phantom from the MNI152 tissue maps shipped with nilearn, written by "
-        f"`python -m noddi_bids.example make` (voxel {voxel_size} mm, SNR {snr}, seed {seed}).\n"
+        f"`python -m noddi_bids.example make` (voxel {voxel_size} mm, SNR {snr}, seed {seed}, "
+        f"gradient table {table}).\n"
     )
     truth = out_dir / "derivatives" / "truth"
     _description(truth, "noddi-bids example: ground truth")

@@ -58,6 +58,7 @@ AUTO_RECIPE: dict[str, Any] = {
     "snr": (5.0, 80.0),
     "epochs": 100,
     "patience": 15,
+    "plateau": 5,
     "learning_rate": 1e-3,
     "seed": 0,
 }
@@ -369,6 +370,7 @@ def train_auto_model(
     settings = TrainingSettings(
         epochs=recipe["epochs"],
         patience=recipe["patience"],
+        plateau=recipe["plateau"],
         learning_rate=recipe["learning_rate"],
         seed=recipe["seed"],
         n_threads=n_threads,

@@ -78,6 +78,9 @@ class TrainingSettings:
         Share of the samples held out for validation.
     patience : int or None
         Stop after this many epochs without a better validation loss (None: never).
+    plateau : int or None
+        Halve the learning rate after this many epochs without a better validation loss
+        (None: a constant learning rate, the study's recipe).
     hybrid_weight : float
         Weight lambda of the ground-truth term of the ``hybrid`` loss
         ``lambda MSE(gt) + (1 - lambda) MSE(mle)``.
@@ -97,6 +100,7 @@ class TrainingSettings:
     epochs: int = 500
     validation_fraction: float = 0.1
     patience: int | None = None
+    plateau: int | None = None
     hybrid_weight: float = 0.5
     seed: int = 0
     device: str = "auto"
@@ -281,6 +285,13 @@ def train_network(
     optimiser = torch.optim.Adam(
         network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
+    scheduler = (
+        None
+        if settings.plateau is None
+        else torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimiser, factor=0.5, patience=settings.plateau
+        )
+    )
     history: dict[str, list[float]] = {"train": [], "validation": []}
     best = (np.inf, 0, copy.deepcopy(network.state_dict()))
     start = time.perf_counter()
@@ -304,6 +315,8 @@ def train_network(
         history["validation"].append(val_loss)
         if val_loss < best[0]:
             best = (val_loss, epoch + 1, copy.deepcopy(network.state_dict()))
+        if scheduler is not None:
+            scheduler.step(val_loss)
         bar.set_postfix(train=f"{train_loss:.5f}", val=f"{val_loss:.5f}", best=f"{best[0]:.5f}")
         if bar.disable and (epoch + 1) % _LOG_EVERY == 0:
             LOGGER.info(
