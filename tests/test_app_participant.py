@@ -117,6 +117,12 @@ def test_nn_mle_synthseg_on_other_grid_and_resume(tmp_path, model_cache):
     mask = load(folder / "sub-01_desc-brain_mask.nii.gz") > 0
     assert direction.shape == (*phantom.tissue.shape, 3)
     np.testing.assert_allclose(np.linalg.norm(direction[mask], axis=-1), 1.0, atol=1e-5)
+    # the network run's direction (shells' order-2 fits) agrees with the MLE's in WM (fibre x)
+    network = load(folder / "sub-01_model-noddi_param-direction_desc-nnmle_dwimap.nii.gz")
+    wm = mask & (phantom.tissue == 1)
+    for found in (network, direction):
+        angles = np.degrees(np.arccos(np.clip(np.abs(found[wm][:, 0]), 0, 1)))
+        assert np.median(angles) < 5.0
     mle = json.loads((folder / "sub-01_model-noddi_param-icvf_desc-mle_dwimap.json").read_text())
     assert mle["Estimator"] == "mle" and "ModelFile" not in mle
     tissue = json.loads((folder / "sub-01_label-GM_mask.json").read_text())

@@ -528,7 +528,8 @@ def make_invariant_training_set(
         n_samples, n_schemes, "/".join(f"{b:g}" for b in spec.shells), *snr,
         ", with MLE labels" if mle is not None else "",
     )  # fmt: skip
-    for rows in tqdm(groups, desc="training data", unit="scheme", disable=no_bar(progress)):
+    bar = tqdm(groups, desc="training data", unit="scheme", disable=no_bar(progress))
+    for done, rows in enumerate(bar, start=1):
         scheme = random_scheme(spec, rng)
         clean = synthesise_signals(truth[rows], directions[rows], scheme, d_par, d_iso)
         noisy = add_rician_noise(clean, snr_values[rows], rng)
@@ -542,6 +543,8 @@ def make_invariant_training_set(
             )  # fmt: skip
             mle[rows] = fitted
             keep[rows] &= fitted_ok
+        if bar.disable and done % max(1, n_schemes // 4) == 0:
+            LOGGER.info("Training data: %d of %d schemes done", done, n_schemes)
     if not keep.all():
         LOGGER.warning("Dropped %d of %d samples (invalid b = 0 or fit)", (~keep).sum(), keep.size)
     settings = {
