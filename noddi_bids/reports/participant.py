@@ -38,6 +38,7 @@ from noddi_bids.io.derivatives import (
 )
 from noddi_bids.reports import figures
 from noddi_bids.reports import html as page
+from noddi_bids.reports.provenance import work_dir_timings
 from noddi_bids.tissue.stats import PARAMETERS, TISSUE_PARAMETERS, TISSUES
 
 LOGGER = logging.getLogger("noddi_bids.reports")
@@ -200,6 +201,52 @@ def write_participant_report(
     path = page.write_html(text, output_dir / f"{label}.html")
     LOGGER.info("Participant report: %s", path)
     return path
+
+
+def write_participant_reports(
+    output_dir: Path,
+    subjects: Sequence[str],
+    session: str | None = None,
+    *,
+    command: Sequence[str] | str | None = None,
+    work_dir: Path | None = None,
+) -> list[Path]:
+    """Write the reports of participants, each with the provenance the caller knows.
+
+    The one route to participant reports: the participant level calls it after its workflow
+    (also after a failure, to show what exists) and ``python -m noddi_bids.reports`` to remake
+    them. A report that fails is logged and the others are still written.
+
+    Parameters
+    ----------
+    output_dir : Path
+        Derivatives folder of noddi-bids.
+    subjects : sequence of str
+        Participant labels, with or without ``sub-``.
+    session : str, optional
+        One report of this session only (default: one report per participant).
+    command : sequence of str or str, optional
+        The command line of the run.
+    work_dir : Path, optional
+        Nipype work folder: each participant's step timings (:func:`work_dir_timings`).
+
+    Returns
+    -------
+    list of Path
+        The reports written (fewer than ``subjects`` when some failed).
+    """
+    written = []
+    for subject in subjects:
+        provenance: dict[str, Any] = {}
+        if command:
+            provenance["command"] = command
+        if work_dir is not None:
+            provenance["timings"] = work_dir_timings(work_dir, subject.removeprefix("sub-"))
+        try:
+            written.append(write_participant_report(output_dir, subject, session, provenance))
+        except Exception:  # noqa: BLE001 - one failed report must not stop the others
+            LOGGER.exception("Could not write the report of sub-%s.", subject.removeprefix("sub-"))
+    return written
 
 
 def _all_estimators(runs: Sequence[RunDerivatives]) -> list[str]:
