@@ -19,7 +19,7 @@ from conftest import check_table_precision, make_bids_dataset
 from noddi_bids import __version__
 from noddi_bids.cli.run import main
 from noddi_bids.model.scheme import reference_scheme
-from noddi_bids.nn.store import find_model
+from noddi_bids.nn.store import resolve_model
 from noddi_bids.tissue.stats import PARAMETERS, TISSUE_PARAMETERS
 
 PARAMS = {"odi": "od", "ndi": "icvf", "fwf": "isovf"}
@@ -110,9 +110,11 @@ def test_nn_only_builtin_tissues(tmp_path, model_cache, scheme_reads):
         (folder / "sub-01_model-noddi_param-od_desc-nnmle_dwimap.json").read_text()
     )
     assert sidecar["Estimator"] == "nnmle"
-    used = find_model(reference_scheme())  # what --model auto resolves: shipped, else cached
-    assert sidecar["ModelFile"] == used.name
-    assert sidecar["ModelSHA256"] == hashlib.sha256(used.read_bytes()).hexdigest()
+    # --model auto: the shipped network of the reference shells serves the dataset
+    shipped = resolve_model("nn-mle", reference_scheme())
+    assert sidecar["ModelFile"] == shipped.name
+    assert sidecar["ModelSHA256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert sidecar["FitOrders"] == [4, 6] and "b = 700/2000" in sidecar["ModelInputs"]
     assert sidecar["Scheme"]["Shells"] == [700.0, 2000.0]
     assert sidecar["Dpar"] == pytest.approx(1.7e-3) and sidecar["Diso"] == pytest.approx(3e-3)
     assert sidecar["DiffusivityUnits"] == "mm^2/s"

@@ -22,7 +22,7 @@ from nipype.interfaces.base import (
 
 from noddi_bids.interfaces.specs import scheme_trait
 from noddi_bids.io import derivatives as io
-from noddi_bids.tissue.stats import TISSUES
+from noddi_bids.vocabulary import ESTIMATORS, MAPS, TISSUES
 
 
 class _DerivativesInputSpec(BaseInterfaceInputSpec):
@@ -63,16 +63,11 @@ class WriteReference(SimpleInterface):
         inputs = self.inputs
         origin = inputs.brain_mask_origin if isdefined(inputs.brain_mask_origin) else None
         mask = io.brain_mask_sidecar(origin, inputs.n_mask_voxels, _excluded(inputs))
+        reference = _path(inputs, "dwiref", desc="meanb0")
+        brain = _path(inputs, "mask", desc="brain")
         files = [
-            *_write(inputs, inputs.mean_b0, "dwiref", io.reference_sidecar(), desc="meanb0"),
-            *_write(
-                inputs,
-                inputs.mask_file,
-                "mask",
-                mask,
-                sources=[*inputs.sources, *inputs.mask_sources],
-                desc="brain",
-            ),
+            *_write(inputs, inputs.mean_b0, reference, io.reference_sidecar()),
+            *_write(inputs, inputs.mask_file, brain, mask, [*inputs.sources, *inputs.mask_sources]),
         ]
         self._results["out_files"] = files
         return runtime
@@ -83,7 +78,7 @@ class _WriteEstimateInputSpec(_ExcludedInputSpec):
     ndi_file = File(exists=True, mandatory=True, desc="neurite density index map")
     fwf_file = File(exists=True, mandatory=True, desc="free-water fraction map")
     direction_file = File(exists=True, desc="mean fibre orientation (X, Y, Z, 3)")
-    estimator = traits.Str(mandatory=True, desc="desc- label of the estimator")
+    estimator = traits.Enum(*ESTIMATORS, mandatory=True, desc="desc- label of the estimator")
     d_par = traits.Float(mandatory=True, desc="intra-neurite parallel diffusivity, mm^2/s")
     d_iso = traits.Float(mandatory=True, desc="free-water diffusivity, mm^2/s")
     details = traits.Dict(traits.Str, traits.Any, mandatory=True, desc="estimator's details")
@@ -108,13 +103,12 @@ class WriteEstimate(SimpleInterface):
         )
         excluded = _excluded(inputs)
         files, maps = [], {}
-        for name in io.PARAM_LABELS:
+        for name in MAPS:
             path = getattr(inputs, f"{name}_file")
             if not isdefined(path):
                 continue
-            sidecar = io.map_sidecar(name, estimate, excluded)
-            param, desc = io.PARAM_LABELS[name], inputs.estimator
-            written = _write(inputs, path, "dwimap", sidecar, model="noddi", param=param, desc=desc)
+            target = io.map_path(inputs.output_dir, inputs.entities, name, inputs.estimator)
+            written = _write(inputs, path, target, io.map_sidecar(name, estimate, excluded))
             maps[name] = written[0]
             files.extend(written)
         self._results.update(out_files=files, map_files=maps)
@@ -141,10 +135,9 @@ class WriteTissue(SimpleInterface):
         files = []
         for tissue in (t for t in TISSUES if t in inputs.mask_files):
             sidecar = io.tissue_mask_sidecar(tissue, inputs.details)
-            files.extend(_write(inputs, inputs.mask_files[tissue], "mask", sidecar, label=tissue))
-        table = io.derivative_path(
-            inputs.output_dir, inputs.entities, "stats", ".tsv", desc="tissue"
-        )
+            target = _path(inputs, "mask", label=tissue)
+            files.extend(_write(inputs, inputs.mask_files[tissue], target, sidecar))
+        table = _path(inputs, "stats", ".tsv", desc="tissue")
         files.append(str(io.copy_file(Path(inputs.stats_file), table)))
         sidecar = io.tissue_table_sidecar(inputs.details)
         files.append(str(io.write_json(sidecar, table.with_suffix(".json"))))
@@ -156,17 +149,17 @@ def _excluded(inputs: Any) -> dict[str, int]:
     return io.excluded_voxels(inputs.n_nonfinite, inputs.n_nonpositive_b0)
 
 
+def _path(inputs: Any, suffix: str, extension: str = ".nii.gz", **entities: str) -> Path:
+    return io.derivative_path(inputs.output_dir, inputs.entities, suffix, extension, **entities)
+
+
 def _write(
     inputs: Any,
     path: str,
-    suffix: str,
+    target: Path,
     sidecar: dict[str, Any],
     sources: list[str] | None = None,
-    **entities: str,
 ) -> list[str]:
     """Write an image of the run and its sidecar (sources: default, the run's files)."""
     sidecar = io.image_sidecar(sidecar, inputs.sources if sources is None else sources)
-    written = io.write_image(
-        Path(path), inputs.output_dir, inputs.entities, suffix, sidecar, **entities
-    )
-    return [str(p) for p in written]
+    return [str(p) for p in io.write_image(Path(path), target, sidecar)]

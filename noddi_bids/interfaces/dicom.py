@@ -15,13 +15,12 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from noddi_bids.io.derivatives import PARAM_LABELS
 from noddi_bids.io.dicom import (
     make_study_uid,
     patient_attributes_from_bids,
     write_parametric_map_series,
 )
-from noddi_bids.tissue.stats import PARAMETERS
+from noddi_bids.vocabulary import ESTIMATORS, MAPS, PARAMETERS
 
 
 class _DicomPatientInputSpec(BaseInterfaceInputSpec):
@@ -40,8 +39,10 @@ class _DicomPatientInputSpec(BaseInterfaceInputSpec):
 
 class _DicomMapSeriesInputSpec(_DicomPatientInputSpec):
     in_file = File(exists=True, mandatory=True, desc="3-D NODDI map (NIfTI, values in [0, 1])")
-    parameter = traits.Enum("od", "icvf", "isovf", mandatory=True, desc="BIDS param- label")
-    estimator = traits.Enum("nnmle", "nngt", "mle", mandatory=True, desc="BIDS desc- label")
+    parameter = traits.Enum(
+        *(MAPS[p].label for p in PARAMETERS), mandatory=True, desc="BIDS param- label"
+    )
+    estimator = traits.Enum(*ESTIMATORS, mandatory=True, desc="BIDS desc- label")
     series_number = traits.Range(low=1, mandatory=True, desc="DICOM SeriesNumber")
     out_dir = traits.Str(desc="series folder to write; default <cwd>/<parameter>_<estimator>")
 
@@ -114,7 +115,9 @@ FIRST_SERIES_NUMBER = 1001
 
 
 class _DicomRunExportInputSpec(_DicomPatientInputSpec):
-    estimators = traits.List(traits.Str, mandatory=True, desc="desc- label of each estimate")
+    estimators = traits.List(
+        traits.Enum(*ESTIMATORS), mandatory=True, desc="desc- label of each estimate"
+    )
     map_files = traits.List(
         traits.Dict(traits.Str, File(exists=True)),
         mandatory=True,
@@ -145,7 +148,7 @@ class DicomRunExport(SimpleInterface):
         out_dirs = []
         for estimator, maps in zip(inputs.estimators, inputs.map_files, strict=True):
             for name in PARAMETERS:
-                parameter = PARAM_LABELS[name]
+                parameter = MAPS[name].label
                 out_dir = Path(inputs.out_dir) / f"{parameter}_{estimator}"
                 write_parametric_map_series(
                     maps[name],

@@ -17,6 +17,7 @@ from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, traits
 from noddi_bids.interfaces.specs import SignalsInputSpec
 from noddi_bids.io import derivatives as io
 from noddi_bids.model.noddi import D_ISO
+from noddi_bids.vocabulary import ESTIMATORS, MAPS, MLE, NETWORK_ESTIMATORS
 
 
 class _EstimatorInputSpec(SignalsInputSpec):
@@ -28,7 +29,7 @@ class _EstimateOutputSpec(TraitedSpec):
     ndi_file = File(exists=True, desc="neurite density index map")
     fwf_file = File(exists=True, desc="free-water fraction map")
     direction_file = File(desc="mean fibre orientation (X, Y, Z, 3)")
-    estimator = traits.Str(desc="desc- label of the estimator")
+    estimator = traits.Enum(*ESTIMATORS, desc="desc- label of the estimator")
     d_par = traits.Float(desc="intra-neurite parallel diffusivity of the estimate, mm^2/s")
     d_iso = traits.Float(desc="free-water diffusivity of the estimate, mm^2/s")
     details = traits.Dict(traits.Str, traits.Any, desc="sidecar details of the estimator")
@@ -65,7 +66,7 @@ class NNEstimate(SimpleInterface):
         signals = np.load(self.inputs.signals_file)
         predicted = estimator.predict(signals, scheme) if signals.shape[0] else np.empty((0, 3))
         meta = estimator.metadata
-        maps = {name: predicted[:, i] for i, name in enumerate(("odi", "ndi", "fwf"))}
+        maps = {name: predicted[:, i] for i, name in enumerate(meta.parameters)}
         try:
             maps["direction"] = fibre_direction(signals, scheme)
         except FeatureError as err:
@@ -82,7 +83,7 @@ class NNEstimate(SimpleInterface):
         )
         self._results.update(
             _save_maps(maps, self.inputs.mask_file),
-            estimator=io.NN_DESC[meta.labels],
+            estimator=NETWORK_ESTIMATORS[meta.labels],
             d_par=float(meta.d_par),
             d_iso=float(meta.d_iso),
             details=details,
@@ -120,10 +121,10 @@ class MLEEstimate(SimpleInterface):
         model = NoddiMLE(inputs.scheme, d_par=inputs.d_par, n_threads=inputs.n_threads)
         fit = model.fit(signals, progress=False)
         converged = float(np.mean(fit.converged)) if fit.converged.size else 0.0
-        maps = {"odi": fit.odi, "ndi": fit.ndi, "fwf": fit.fwf, "direction": fit.direction}
+        maps = {name: getattr(fit, name) for name in MAPS}
         self._results.update(
             _save_maps(maps, self.inputs.mask_file),
-            estimator="mle",
+            estimator=MLE,
             d_par=self.inputs.d_par,
             d_iso=D_ISO,
             details=io.fit_details(converged),

@@ -25,7 +25,8 @@ from nipype.interfaces.base import (
 from noddi_bids.interfaces.specs import SignalsInputSpec
 from noddi_bids.io import derivatives as io
 from noddi_bids.tissue import builtin, synthseg
-from noddi_bids.tissue.stats import DECIMALS, PARAMETERS, TISSUES, tissue_table
+from noddi_bids.tissue.stats import DECIMALS, tissue_table
+from noddi_bids.vocabulary import ESTIMATORS, PARAMETERS, TISSUES
 
 
 def _mask_files_trait(**metadata) -> traits.Dict:
@@ -125,7 +126,9 @@ def _save_masks(masks: Mapping[str, np.ndarray], mask_file: str) -> dict[str, st
 
 
 class _TissueStatsInputSpec(BaseInterfaceInputSpec):
-    estimators = InputMultiObject(traits.Str, mandatory=True, desc="desc- label of each estimate")
+    estimators = InputMultiObject(
+        traits.Enum(*ESTIMATORS), mandatory=True, desc="desc- label of each estimate"
+    )
     map_files = InputMultiObject(
         traits.Dict(traits.Str, File(exists=True)),
         mandatory=True,

@@ -38,36 +38,13 @@ from noddi_bids import __version__
 from noddi_bids.atomic import atomic_target
 from noddi_bids.model.scheme import Scheme
 from noddi_bids.tissue import synthseg
-from noddi_bids.tissue.stats import PARAMETER_UNITS, TABLE_COLUMNS, TISSUE_NAMES
+from noddi_bids.tissue.stats import TABLE_COLUMNS
+from noddi_bids.vocabulary import MAPS, TISSUE_NAMES, estimator
 
 #: Order of entities in derivative names (BIDS order, then the diffusion-derivatives ones).
 ENTITY_ORDER = (
     "sub", "ses", "acq", "rec", "dir", "run", "space", "model", "param", "label", "desc"
 )  # fmt: skip
-#: NODDI parameters: name in noddi-bids -> ``param-`` label of the diffusion-derivatives proposal.
-PARAM_LABELS = {"odi": "od", "ndi": "icvf", "fwf": "isovf", "direction": "direction"}
-#: Estimator descriptions: ``desc-`` label -> plain words.
-ESTIMATOR_DESCRIPTIONS = {
-    "nnmle": "neural network trained on maximum-likelihood labels (NN_MLE)",
-    "nngt": "neural network trained on ground-truth labels (NN_GT)",
-    "nnhybrid": "neural network trained on a mix of MLE and ground-truth labels",
-    "mle": "conventional Rician maximum-likelihood fit",
-}
-#: Network training labels -> ``desc-`` label.
-NN_DESC = {"mle": "nnmle", "gt": "nngt", "hybrid": "nnhybrid"}
-#: Sidecar text of each map: parameter name -> (description, units).
-MAP_DESCRIPTIONS = {
-    "odi": ("Orientation dispersion index (ODI), (2/pi) arctan(1/kappa)", PARAMETER_UNITS["odi"]),
-    "ndi": (
-        "Neurite density index (NDI, intra-neurite volume fraction of tissue)",
-        PARAMETER_UNITS["ndi"],
-    ),
-    "fwf": ("Free-water fraction (FWF, isotropic volume fraction)", PARAMETER_UNITS["fwf"]),
-    "direction": (
-        "Mean fibre orientation, unit vector in the b-vector frame (image axes)",
-        "arbitrary",
-    ),
-}
 #: How the brain mask is made when none is given (``BrainMask`` of its sidecar).
 AUTOMATIC_BRAIN_MASK = "dipy median_otsu"
 #: Name of the input dataset in BIDS URIs (``bids:<name>:<path>``) and ``DatasetLinks``.
@@ -136,14 +113,14 @@ def derivative_path(
 
 
 def estimate_sidecar(
-    estimator: str, d_par: float, d_iso: float, scheme: Scheme, details: Mapping[str, Any]
+    label: str, d_par: float, d_iso: float, scheme: Scheme, details: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Sidecar content shared by the maps of one estimator.
 
     Parameters
     ----------
-    estimator : str
-        ``desc-`` label of the estimator.
+    label : str
+        ``desc-`` label of the estimator (:data:`noddi_bids.vocabulary.ESTIMATORS`).
     d_par, d_iso : float
         Fixed intra-neurite parallel and free-water diffusivities of the estimate, mm^2/s.
     scheme : Scheme
@@ -153,8 +130,8 @@ def estimate_sidecar(
     """
     return {
         "Model": "NODDI",
-        "Estimator": estimator,
-        "EstimatorDescription": ESTIMATOR_DESCRIPTIONS[estimator],
+        "Estimator": label,
+        "EstimatorDescription": estimator(label).description,
         "Dpar": d_par,
         "Diso": d_iso,
         "DiffusivityUnits": "mm^2/s",
@@ -252,10 +229,9 @@ def map_sidecar(
     excluded : mapping
         :func:`excluded_voxels` of the run.
     """
-    description, units = MAP_DESCRIPTIONS[parameter]
     return {
-        "Description": description,
-        "Units": units,
+        "Description": MAPS[parameter].description,
+        "Units": MAPS[parameter].units,
         **estimate,
         "ExcludedVoxels": dict(excluded),
     }
@@ -349,22 +325,20 @@ def image_sidecar(sidecar: Mapping[str, Any], sources: Sequence[str]) -> dict[st
     }
 
 
-def write_image(
-    image: Path,
-    output_dir: Path,
-    source: Mapping[str, str],
-    suffix: str,
-    sidecar: Mapping[str, Any],
-    **entities: str,
-) -> list[Path]:
-    """Copy an image to its derivative name and write its JSON sidecar beside it.
+def sidecar_path(image: Path) -> Path:
+    """JSON sidecar of a NIfTI image: the same name with ``.json`` for ``.nii.gz``."""
+    return image.with_name(image.name.removesuffix(".nii.gz") + ".json")
+
+
+def write_image(image: Path, target: Path, sidecar: Mapping[str, Any]) -> list[Path]:
+    """Copy an image to its derivative path and write its JSON sidecar beside it.
 
     Parameters
     ----------
     image : Path
         The image to copy (NIfTI, ``.nii.gz``).
-    output_dir, source, suffix, **entities
-        As for :func:`derivative_path`.
+    target : Path
+        Its derivative path (:func:`derivative_path`, :func:`map_path`).
     sidecar : mapping
         The complete sidecar (see :func:`image_sidecar`).
 
@@ -373,10 +347,37 @@ def write_image(
     list of Path
         The image and its sidecar.
     """
-    target = derivative_path(output_dir, source, suffix, ".nii.gz", **entities)
     copy_file(Path(image), target)
-    json_path = target.with_name(target.name.removesuffix(".nii.gz") + ".json")
-    return [target, write_json(sidecar, json_path)]
+    return [target, write_json(sidecar, sidecar_path(target))]
+
+
+def map_path(output_dir: Path, source: Mapping[str, str], parameter: str, label: str) -> Path:
+    """Path of an estimator's map: ``..._model-noddi_param-<p>_desc-<estimator>_dwimap.nii.gz``.
+
+    Parameters
+    ----------
+    output_dir, source
+        As for :func:`derivative_path`.
+    parameter : str
+        Parameter name (:data:`noddi_bids.vocabulary.MAPS`), written as its ``param-`` label.
+    label : str
+        ``desc-`` label of the estimator (:data:`noddi_bids.vocabulary.ESTIMATORS`).
+
+    Raises
+    ------
+    ValueError
+        If the estimator is unknown.
+
+    Examples
+    --------
+    >>> map_path(Path("out"), {"sub": "01"}, "ndi", "nnhybrid").name
+    'sub-01_model-noddi_param-icvf_desc-nnhybrid_dwimap.nii.gz'
+    """
+    desc = estimator(label).label
+    param = MAPS[parameter].label
+    return derivative_path(
+        output_dir, source, "dwimap", ".nii.gz", model="noddi", param=param, desc=desc
+    )
 
 
 def save_nifti(image: nib.Nifti1Image, path: Path) -> Path:
