@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
@@ -30,6 +31,30 @@ def run(*args: object) -> int:
 
 def load(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).dataobj)
+
+
+@pytest.fixture
+def scheme_reads(monkeypatch) -> Counter:
+    """Reads of the dataset's bval/bvec files (by name) through ``noddi_bids.model.scheme``."""
+    from noddi_bids.model import scheme
+
+    reads: Counter = Counter()
+    read_table = scheme._read_table
+
+    def counting(path):
+        if Path(path).name.startswith("sub-"):
+            reads[Path(path).name] += 1
+        return read_table(path)
+
+    monkeypatch.setattr(scheme, "_read_table", counting)
+    return reads
+
+
+#: One run reads its scheme once, when the runs are collected (five times before the scheme
+#: travelled along the graph: collection, reference, network, fit, built-in tissues).
+READ_ONCE = {"sub-01_dwi.bval": 1, "sub-01_dwi.bvec": 1}
+#: Work records nodes once passed each other instead of graph edges.
+RECORDS = ("estimate.json", "tissue.json", "qc.json")
 
 
 def check_table_against_maps(folder: Path, prefix: str, estimators: list[str]) -> pd.DataFrame:
@@ -56,10 +81,11 @@ def check_table_against_maps(folder: Path, prefix: str, estimators: list[str]) -
     return table
 
 
-def test_nn_only_builtin_tissues(tmp_path, model_cache):
+def test_nn_only_builtin_tissues(tmp_path, model_cache, scheme_reads):
     phantom = make_bids_dataset(tmp_path / "bids", nan_voxels=2)
     out, work = tmp_path / "out", tmp_path / "work"
     assert run(phantom.root, out, "participant", "-w", work, "--nprocs", "1") == 0
+    assert scheme_reads == READ_ONCE
     folder = out / "sub-01" / "dwi"
     names = sorted(p.name for p in folder.iterdir())
     expected = sorted(
@@ -106,12 +132,14 @@ def test_nn_only_builtin_tissues(tmp_path, model_cache):
     assert (table["n_voxels"] > 0).all()
 
 
-def test_nn_mle_synthseg_on_other_grid_and_resume(tmp_path, model_cache):
+def test_nn_mle_synthseg_on_other_grid_and_resume(tmp_path, model_cache, scheme_reads):
     phantom = make_bids_dataset(tmp_path / "bids", synthseg="labels", synthseg_grid="fine")
     out, work = tmp_path / "out", tmp_path / "work"
     args = [phantom.root, out, "participant", "-w", work, "--nprocs", "2", "--mle",
             "--synthseg-dir", phantom.synthseg_dir]  # fmt: skip
     assert run(*args) == 0
+    assert scheme_reads == READ_ONCE
+    assert not [path for name in RECORDS for path in work.rglob(name)]
     folder = out / "sub-01" / "dwi"
     direction = load(folder / "sub-01_model-noddi_param-direction_desc-mle_dwimap.nii.gz")
     mask = load(folder / "sub-01_desc-brain_mask.nii.gz") > 0
@@ -134,7 +162,7 @@ def test_nn_mle_synthseg_on_other_grid_and_resume(tmp_path, model_cache):
     assert wm["odi_mean"] == pytest.approx(0.2, abs=0.05)
     assert wm["ndi_mean"] == pytest.approx(0.7, abs=0.05)
     # a re-run resumes from the work folder: estimator nodes are not recomputed
-    record = next(work.rglob("mle/estimate.json"))
+    record = next(work.rglob("mle/odi.nii.gz"))
     before = record.stat().st_mtime_ns
     assert run(*args) == 0
     assert record.stat().st_mtime_ns == before

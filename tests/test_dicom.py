@@ -371,15 +371,17 @@ def test_run_export_writes_every_map_of_a_run(tmp_path, monkeypatch):
     from noddi_bids.interfaces.dicom import FIRST_SERIES_NUMBER, DicomRunExport
 
     monkeypatch.chdir(tmp_path)
+    estimators = ["nnmle", "mle"]
     map_files = [
         {
-            param: str(save_map(tmp_path, AFFINES["oblique"], seed=i,
-                                name=f"sub-01_model-noddi_param-{param}_desc-{desc}_dwimap.nii.gz"))
-            for i, param in enumerate(("od", "icvf", "isovf", "direction"))
+            name: str(save_map(tmp_path, AFFINES["oblique"], seed=i, name=f"{desc}_{name}.nii.gz"))
+            for i, name in enumerate(("odi", "ndi", "fwf", "direction"))
         }
-        for desc in ("nnmle", "mle")
+        for desc in estimators
     ]  # fmt: skip
-    out = DicomRunExport(map_files=map_files, subject="01", out_dir=str(tmp_path / "dicom"))
+    out = DicomRunExport(
+        estimators=estimators, map_files=map_files, subject="01", out_dir=str(tmp_path / "dicom")
+    )
     result = out.run().outputs
     names = [Path(d).name for d in result.out_dirs]
     assert names == ["od_nnmle", "icvf_nnmle", "isovf_nnmle", "od_mle", "icvf_mle", "isovf_mle"]

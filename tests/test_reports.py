@@ -360,24 +360,23 @@ def test_group_report_needs_the_group_table(tmp_path: Path):
         write_group_report(tmp_path)
 
 
-def test_interfaces_write_reports(tmp_path: Path, monkeypatch):
-    from noddi_bids.interfaces.reports import GroupReport, ParticipantReport
+def test_participant_reports_one_route(tmp_path: Path, caplog):
+    """The app and ``python -m noddi_bids.reports`` write reports through one function."""
+    from noddi_bids.cli.reports import main as reports_main
+    from noddi_bids.reports import write_participant_reports
 
     output_dir = tmp_path / "out"
-    write_run(output_dir, {"sub": "06"}, estimators=("nnmle",), seed=7)
-    monkeypatch.chdir(tmp_path)
-    result = ParticipantReport(
-        output_dir=str(output_dir),
-        subject="06",
-        command="noddi-bids bids out participant",
-        timings={"sub_06_dwi_wf.nn": 0.4},
-    ).run()
-    report = Path(result.outputs.out_report)
-    assert report == output_dir / "sub-06.html"
-    text = " ".join(check_html(report).text)
-    assert "noddi-bids bids out participant" in text and "sub_06_dwi_wf.nn" in text
-    with pytest.raises(FileNotFoundError, match="run the group level first"):
-        GroupReport(output_dir=str(output_dir)).run()
+    for subject in ("06", "07"):
+        write_run(output_dir, {"sub": subject}, estimators=("nnmle",), seed=7)
+    (output_dir / "sub-07.html").mkdir()  # the report of sub-07 cannot be written
+    command = ["noddi-bids", "bids", "out", "participant"]
+    written = write_participant_reports(output_dir, ["06", "sub-07"], command=command)
+    assert written == [output_dir / "sub-06.html"]
+    assert "Could not write the report of sub-07" in caplog.text
+    text = " ".join(check_html(written[0]).text)
+    assert "noddi-bids bids out participant" in text
+    assert reports_main(["participant", str(output_dir), "--participant-label", "06"]) == 0
+    assert reports_main(["participant", str(output_dir)]) == 1
 
 
 def test_node_timings_from_an_executed_workflow(tmp_path: Path):

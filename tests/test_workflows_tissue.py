@@ -61,6 +61,66 @@ def test_resampling_from_a_finer_shifted_grid():
     assert 0.2 < resampled[4, 5, 5] < 0.9 or 0.2 < resampled[5, 5, 5] < 0.9  # boundary mixes
 
 
+def test_segmentation_probabilities_prefer_probability_maps(tmp_path: Path):
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    labels = np.array([[[2, 3, 4, 0]]], dtype=np.int16)
+    files = {"labels": tmp_path / "sub-01_dseg.nii.gz", "posteriors": tmp_path / "post.nii.gz"}
+    nib.save(nib.Nifti1Image(labels, affine), files["labels"])
+    n = len(synthseg.SYNTHSEG_POSTERIOR_LABELS)
+    posteriors = np.zeros((1, 1, 4, n), np.float32)
+    posteriors[..., synthseg.SYNTHSEG_POSTERIOR_LABELS.index(41)] = 0.5  # WM 0.5 everywhere
+    coarse = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(posteriors, coarse), files["posteriors"])
+    probseg = {}
+    for value, tissue in enumerate(("WM", "GM", "CSF")):
+        probseg[tissue] = tmp_path / f"sub-01_label-{tissue}_probseg.nii.gz"
+        volume = np.full((1, 1, 4), value / 4, np.float32)
+        nib.save(nib.Nifti1Image(volume, affine), probseg[tissue])
+
+    found, grid, used = synthseg.segmentation_probabilities(
+        probseg, files["posteriors"], files["labels"]
+    )
+    assert used == sorted(str(p) for p in probseg.values())
+    assert [found[t][0, 0, 0] for t in ("WM", "GM", "CSF")] == [0.0, 0.25, 0.5]
+    np.testing.assert_array_equal(grid, affine)
+    partial = {"WM": probseg["WM"]}  # incomplete maps: the posteriors next
+    found, grid, used = synthseg.segmentation_probabilities(partial, files["posteriors"])
+    assert used == [str(files["posteriors"])] and np.array_equal(grid, coarse)
+    np.testing.assert_allclose(found["WM"], 0.5)
+    found, _, used = synthseg.segmentation_probabilities({}, None, files["labels"])
+    assert used == [str(files["labels"])]
+    assert [found[t].ravel().tolist() for t in ("WM", "GM", "CSF")] == [
+        [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]
+    ]  # fmt: skip
+    with pytest.raises(synthseg.SegmentationError, match="no SynthSeg"):
+        synthseg.segmentation_probabilities(partial)
+
+
+def test_masks_on_grid_resample_then_threshold_in_the_brain():
+    reference = nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.diag([2.0, 2, 2, 1]))
+    fine = np.diag([1.0, 1.0, 1.0, 1.0])
+    fine[:3, 3] = -0.5
+    wm = np.zeros((20, 20, 20), np.float32)
+    wm[:10] = 1.0  # x < 9.5 mm is white matter, the rest grey matter
+    probabilities = {"WM": wm, "GM": 1.0 - wm, "CSF": np.zeros_like(wm)}
+    brain = np.ones((10, 10, 10), bool)
+    brain[:, :, 0] = False
+    masks = synthseg.masks_on_grid(probabilities, fine, reference, brain)
+    expected = synthseg.threshold_probabilities(
+        {t: synthseg.resample_probability(p, fine, reference) for t, p in probabilities.items()},
+        brain,
+    )
+    assert set(masks) == {"WM", "GM", "CSF"}
+    for tissue, mask in masks.items():
+        assert mask.shape == (10, 10, 10) and mask.dtype == bool
+        np.testing.assert_array_equal(mask, expected[tissue])
+        assert not mask[:, :, 0].any()  # outside the brain
+    assert masks["WM"][:3, :, 1:].all() and not masks["WM"][6:].any()
+    assert masks["GM"][7:, :, 1:].all() and not masks["GM"][:4].any()
+    assert not masks["WM"][4:6].all()  # the boundary mixes: below the WM threshold
+    assert not masks["CSF"].any()
+
+
 def test_builtin_classification_on_phantom():
     scheme = reference_scheme()
     tissue = phantom_tissue((14, 14, 8))
@@ -140,13 +200,20 @@ def test_dwi_workflow_graph(tmp_path: Path):
     )
     (run,) = collect_dwi_runs(config)
     (tmp_path / "model.onnx").write_bytes(b"")
-    workflow = init_dwi_noddi_wf(
-        run, tmp_path / "model.onnx", config.output_dir, [], mle=True, d_par=1.7e-3,
-        b0_threshold=50.0,
-    )  # fmt: skip
+    workflow = init_dwi_noddi_wf(run, tmp_path / "model.onnx", config.output_dir, [], mle=True,
+                                 d_par=1.7e-3)  # fmt: skip
     names = set(workflow.list_node_names())
     assert {"reference", "nn", "mle", "ds_nn", "ds_mle", "ds_tissue", "stats",
             "tissue_wf.synthseg_tissue"} <= names  # fmt: skip
     outputs = workflow.get_node("outputnode").outputs.copyable_trait_names()
-    assert {"map_files", "out_files", "stats_file", "mean_b0", "mask_file"} <= set(outputs)
+    assert {"map_files", "estimators", "out_files", "stats_file", "mean_b0", "mask_file"} <= set(
+        outputs
+    )
+    # the scheme read when the runs were collected travels as a value; no node reads bval/bvec
+    assert workflow.get_node("inputnode").inputs.scheme is run.scheme
+    for name in workflow.list_node_names():
+        inputs = workflow.get_node(name).inputs.copyable_trait_names()
+        assert not {"bval_file", "bvec_file", "estimate_file", "tissue_file", "qc_file"} & set(
+            inputs
+        ), name
     assert PHANTOM_LABELS["WM"] in synthseg.TISSUE_LABELS["WM"]

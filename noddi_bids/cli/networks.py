@@ -23,8 +23,11 @@ from noddi_bids.nn.synth import (
     LABEL_TYPES,
     ParameterLimits,
 )
+from noddi_bids.vocabulary import ESTIMATORS, MAPS, MLE, NETWORK_ESTIMATORS, PARAMETERS
 
 LOGGER = logging.getLogger("noddi_bids")
+#: Name of the maximum-likelihood fit in evaluation tables and figures.
+MLE_NAME = ESTIMATORS[MLE].display
 
 
 def _snr(text: str) -> float | tuple[float, float]:
@@ -149,14 +152,14 @@ def train_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_SNR_RANGE[1]:g} log-uniformly for invariant inputs, {DEFAULT_SNR:g} for signal)",
     )
     data.add_argument("--seed", type=int, default=0, help="seed of data, split and weights")
-    for name in ("odi", "ndi", "fwf"):
+    for name in PARAMETERS:
         data.add_argument(
             f"--{name}-limits",
             type=float,
             nargs=2,
             metavar=("LOW", "HIGH"),
             default=getattr(defaults, name),
-            help=f"uniform sampling limits of {name.upper()}",
+            help=f"uniform sampling limits of {MAPS[name].display}",
         )
     data.add_argument(
         "--d-par", type=float, default=D_PAR, help="intra-neurite parallel diffusivity, mm^2/s"
@@ -333,8 +336,10 @@ def _model_name(spec: str) -> tuple[str, str]:
     if "=" in spec:
         name, model = spec.split("=", 1)
         return name, model
-    if spec in ("nn-mle", "nn-gt"):
-        return spec.upper().replace("-", "_"), spec
+    from noddi_bids.nn.store import NAMED_LABELS
+
+    if spec in NAMED_LABELS:
+        return ESTIMATORS[NETWORK_ESTIMATORS[NAMED_LABELS[spec]]].display, spec
     return Path(spec).stem, spec
 
 
@@ -352,7 +357,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         estimators[name] = network_estimator(OnnxEstimator(path, args.threads), scheme)
     if not args.no_mle:
         snr = args.snr if args.mle_sigma == "known" else None
-        estimators["MLE"] = mle_estimator(scheme, snr, n_threads=args.threads)
+        estimators[MLE_NAME] = mle_estimator(scheme, snr, n_threads=args.threads)
     if not estimators:
         raise ValueError("nothing to evaluate: give --model and/or leave out --no-mle")
     result = evaluate(scheme, estimators, n_repeats=args.repeats, snr=args.snr, seed=args.seed)
@@ -364,8 +369,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     figures = args.figures or args.out_dir
     bias_quiver(result.table, figures / f"{args.prefix}bias.png")
     sd_lines(result.table, figures / f"{args.prefix}sd.png")
-    if "MLE" in result.estimates and len(result.estimates) > 1:
-        scatter_versus(result.estimates, "MLE", figures / f"{args.prefix}scatter.png")
+    if MLE_NAME in result.estimates and len(result.estimates) > 1:
+        scatter_versus(result.estimates, MLE_NAME, figures / f"{args.prefix}scatter.png")
 
 
 def _label_only(args: argparse.Namespace, scheme: Scheme) -> None:

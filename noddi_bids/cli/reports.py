@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from noddi_bids.reports.group import write_group_report
-from noddi_bids.reports.participant import write_participant_report
-from noddi_bids.reports.provenance import work_dir_timings
+from noddi_bids.reports.participant import write_participant_reports
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,12 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if not subjects:
             raise FileNotFoundError(f"{args.output_dir}: no sub-* folders.")
-        for subject in subjects:
-            provenance = {}
-            if args.work_dir is not None:
-                provenance["timings"] = work_dir_timings(args.work_dir, subject)
-            write_participant_report(args.output_dir, subject, args.session_label, provenance)
+        written = write_participant_reports(
+            args.output_dir, subjects, args.session_label, work_dir=args.work_dir
+        )
     except (OSError, ValueError) as err:
         sys.stderr.write(f"noddi_bids.reports: error: {err}\n")
         return 1
-    return 0
+    return 0 if len(written) == len(subjects) else 1

@@ -147,8 +147,6 @@ def run_participant(config: Config, command: Sequence[str] = ()) -> None:
             {
                 "crashdump_dir": str(config.output_dir / "logs"),
                 "crashfile_format": "txt",
-                # estimate records name map files that no connection carries: keep them
-                "remove_unnecessary_outputs": False,
                 # MultiProc polls its workers; the default 2 s per hop dominates short graphs
                 "poll_sleep_duration": 0.05,
             }
@@ -165,36 +163,19 @@ def run_participant(config: Config, command: Sequence[str] = ()) -> None:
                 f"(first: {crashed[0] if crashed else err})."
             ) from err
     finally:
+        from noddi_bids.reports import write_participant_reports
+
         write_dataset_description(config.output_dir, config.bids_dir)
-        _write_participant_reports(config, runs, command)
+        subjects = list(dict.fromkeys(run.subject for run in runs))
+        write_participant_reports(
+            config.output_dir, subjects, command=list(command), work_dir=config.work_dir
+        )
     LOGGER.info(
         "Participant level done: %d run(s) in %.1f s; derivatives in %s.",
         len(runs),
         time.perf_counter() - start,
         config.output_dir,
     )
-
-
-def _write_participant_reports(
-    config: Config, runs: Sequence[DwiRun], command: Sequence[str]
-) -> None:
-    """Write each participant's HTML report (also after a failed run: what exists is shown).
-
-    A report error is logged, never raised, so it cannot hide the workflow's own outcome.
-    """
-    from noddi_bids.reports import work_dir_timings, write_participant_report
-
-    for subject in dict.fromkeys(run.subject for run in runs):
-        provenance = {
-            "command": list(command),
-            "timings": work_dir_timings(config.work_dir, subject),
-        }
-        try:
-            path = write_participant_report(config.output_dir, subject, provenance=provenance)
-        except Exception:  # noqa: BLE001 - reporting must not mask the run's result
-            LOGGER.exception("Could not write the report of sub-%s.", subject)
-        else:
-            LOGGER.info("Report: %s", path)
 
 
 def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:

@@ -25,7 +25,6 @@ from noddi_bids.example.phantom import (
     synthseg_labels,
     tissue_probabilities,
 )
-from noddi_bids.io.derivatives import PARAM_LABELS
 from noddi_bids.model.directions import (
     perturb_directions,
     random_rotation,
@@ -35,6 +34,7 @@ from noddi_bids.model.directions import (
 from noddi_bids.model.noddi import noddi_signal
 from noddi_bids.model.noise import add_rician_noise
 from noddi_bids.model.scheme import Scheme, reference_scheme, write_scheme
+from noddi_bids.vocabulary import MAPS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def make_example(
     _description(truth, "noddi-bids example: ground truth")
     folder = truth / "sub-01" / "dwi"
     folder.mkdir(parents=True, exist_ok=True)
-    for name, param in PARAM_LABELS.items():
+    for name, param in ((p.name, p.label) for p in MAPS.values()):
         image = nib.Nifti1Image(maps[name].astype(np.float32), affine)
         nib.save(image, str(folder / f"sub-01_model-noddi_param-{param}_desc-truth_dwimap.nii.gz"))
     for tissue, fraction in fractions.items():

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from noddi_bids.io.derivatives import PARAM_LABELS
+from noddi_bids.vocabulary import MAPS, TISSUES
 
 
 def compare_with_truth(example_dir: Path, derivatives_dir: Path) -> pd.DataFrame:
@@ -28,7 +28,7 @@ def compare_with_truth(example_dir: Path, derivatives_dir: Path) -> pd.DataFrame
         (mean of estimate - truth) and mae (mean absolute error), in the app's tissue masks
         (CSF: FWF only).
     """
-    from noddi_bids.tissue.stats import TISSUE_PARAMETERS, TISSUES
+    from noddi_bids.tissue.stats import TISSUE_PARAMETERS
 
     truth_dir = Path(example_dir) / "derivatives" / "truth" / "sub-01" / "dwi"
     out = Path(derivatives_dir) / "sub-01" / "dwi"
@@ -47,7 +47,7 @@ def compare_with_truth(example_dir: Path, derivatives_dir: Path) -> pd.DataFrame
         mask = load(mask_file) > 0
         for estimator in estimators:
             for name in TISSUE_PARAMETERS[tissue]:
-                param = PARAM_LABELS[name]
+                param = MAPS[name].label
                 truth = load(
                     truth_dir / f"sub-01_model-noddi_param-{param}_desc-truth_dwimap.nii.gz"
                 )

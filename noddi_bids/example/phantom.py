@@ -19,6 +19,7 @@ from noddi_bids.model.noddi import ODI_MIN, noddi_signal
 from noddi_bids.model.noise import add_rician_noise
 from noddi_bids.model.scheme import Scheme
 from noddi_bids.progress import no_bar
+from noddi_bids.vocabulary import PARAMETERS
 
 #: NODDI parameters (ODI, NDI, FWF) of pure tissue, close to the study's in-vivo MLE means.
 TISSUE_PARAMETERS = {
@@ -37,7 +38,6 @@ FREESURFER_LABELS = {"WM": (2, 41), "GM": (3, 42), "ventricle": (4, 43), "CSF": 
 #: CSF farther than this from the brain surface (mm) is labelled as lateral ventricle.
 VENTRICLE_DEPTH_MM = 15.0
 _CHUNK = 2000
-_PARAMETERS = ("odi", "ndi", "fwf")
 
 
 def tissue_probabilities() -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -120,7 +120,7 @@ def phantom_parameters(
     weights = {t: np.where(brain, f / np.maximum(total, 1e-6), 0.0) for t, f in fractions.items()}
     shape = brain.shape
     maps = {}
-    for index, name in enumerate(_PARAMETERS):
+    for index, name in enumerate(PARAMETERS):
         maps[name] = sum(weights[t] * TISSUE_PARAMETERS[t][index] for t in weights)
     tissue_share = 1.0 - weights["CSF"]
     maps["odi"] = maps["odi"] + VARIATION_SD * tissue_share * smooth_field(shape, 1.5, rng)
@@ -131,7 +131,7 @@ def phantom_parameters(
     direction = np.stack([smooth_field(shape, 2.0, rng) for _ in range(3)], axis=-1)
     maps["direction"] = direction / np.linalg.norm(direction, axis=-1, keepdims=True)
     maps["s0"] = sum(weights[t] * TISSUE_S0[t] for t in weights)
-    for name in (*_PARAMETERS, "s0"):
+    for name in (*PARAMETERS, "s0"):
         maps[name] = np.where(brain, maps[name], 0.0)
     maps["direction"] = np.where(brain[..., None], maps["direction"], 0.0)
     maps["brain"] = brain

@@ -1,4 +1,4 @@
-"""Interfaces writing BIDS derivatives (names from :mod:`noddi_bids.io.derivatives`).
+"""Interfaces writing BIDS derivatives (names and sidecars from :mod:`noddi_bids.io.derivatives`).
 
 Every file goes to a temporary name in its destination folder first and is moved into place
 with :func:`os.replace`. Each writer returns the paths it wrote, so report and DICOM nodes can
@@ -7,7 +7,6 @@ be connected after it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,30 +16,13 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
-from noddi_bids import __version__
-from noddi_bids.interfaces.noddi import read_record
+from noddi_bids.interfaces.specs import scheme_trait
 from noddi_bids.io import derivatives as io
-from noddi_bids.tissue.stats import PARAMETER_UNITS, TABLE_COLUMNS, TISSUE_NAMES
-
-#: Sidecar text of each map (``param-`` label -> description, units).
-PARAM_SIDECARS = {
-    "od": (
-        "Orientation dispersion index (ODI), (2/pi) arctan(1/kappa)",
-        PARAMETER_UNITS["odi"],
-    ),
-    "icvf": (
-        "Neurite density index (NDI, intra-neurite volume fraction of tissue)",
-        PARAMETER_UNITS["ndi"],
-    ),
-    "isovf": ("Free-water fraction (FWF, isotropic volume fraction)", PARAMETER_UNITS["fwf"]),
-    "direction": (
-        "Mean fibre orientation, unit vector in the b-vector frame (image axes)",
-        "arbitrary",
-    ),
-}
+from noddi_bids.vocabulary import ESTIMATORS, MAPS, TISSUES
 
 
 class _DerivativesInputSpec(BaseInterfaceInputSpec):
@@ -51,14 +33,20 @@ class _DerivativesInputSpec(BaseInterfaceInputSpec):
     )
 
 
+class _ExcludedInputSpec(_DerivativesInputSpec):
+    n_nonfinite = traits.Int(mandatory=True, desc="brain voxels left out: NaN or inf data")
+    n_nonpositive_b0 = traits.Int(mandatory=True, desc="brain voxels left out: mean b = 0 <= 0")
+
+
 class _WrittenOutputSpec(TraitedSpec):
     out_files = traits.List(File(exists=True), desc="files written (images and sidecars)")
 
 
-class _WriteReferenceInputSpec(_DerivativesInputSpec):
+class _WriteReferenceInputSpec(_ExcludedInputSpec):
     mean_b0 = File(exists=True, mandatory=True, desc="mean b = 0 image")
     mask_file = File(exists=True, mandatory=True, desc="brain mask")
-    qc_file = File(exists=True, mandatory=True, desc="JSON with excluded-voxel counts")
+    n_mask_voxels = traits.Int(mandatory=True, desc="voxels of the brain mask")
+    brain_mask_origin = traits.Str(desc="where a given brain mask comes from; unset: computed")
     mask_sources = traits.List(
         traits.Str, desc="URIs of the brain mask given as input (--mask-dir, input dataset's own)"
     )
@@ -73,31 +61,32 @@ class WriteReference(SimpleInterface):
 
     def _run_interface(self, runtime):
         inputs = self.inputs
-        qc = read_record(inputs.qc_file)
-        mask = {"Type": "Brain", "Description": "Brain mask of the voxels estimated", **qc}
-        reference = {"Description": "Mean of the b = 0 volumes"}
+        origin = inputs.brain_mask_origin if isdefined(inputs.brain_mask_origin) else None
+        mask = io.brain_mask_sidecar(origin, inputs.n_mask_voxels, _excluded(inputs))
+        reference = _path(inputs, "dwiref", desc="meanb0")
+        brain = _path(inputs, "mask", desc="brain")
         files = [
-            *_write_image(inputs.mean_b0, inputs, reference, "dwiref", desc="meanb0"),
-            *_write_image(
-                inputs.mask_file,
-                inputs,
-                mask,
-                "mask",
-                sources=[*inputs.sources, *inputs.mask_sources],
-                desc="brain",
-            ),
+            *_write(inputs, inputs.mean_b0, reference, io.reference_sidecar()),
+            *_write(inputs, inputs.mask_file, brain, mask, [*inputs.sources, *inputs.mask_sources]),
         ]
         self._results["out_files"] = files
         return runtime
 
 
-class _WriteEstimateInputSpec(_DerivativesInputSpec):
-    estimate_file = File(exists=True, mandatory=True, desc="estimate record")
-    qc_file = File(exists=True, mandatory=True, desc="JSON with excluded-voxel counts")
+class _WriteEstimateInputSpec(_ExcludedInputSpec):
+    odi_file = File(exists=True, mandatory=True, desc="orientation dispersion index map")
+    ndi_file = File(exists=True, mandatory=True, desc="neurite density index map")
+    fwf_file = File(exists=True, mandatory=True, desc="free-water fraction map")
+    direction_file = File(exists=True, desc="mean fibre orientation (X, Y, Z, 3)")
+    estimator = traits.Enum(*ESTIMATORS, mandatory=True, desc="desc- label of the estimator")
+    d_par = traits.Float(mandatory=True, desc="intra-neurite parallel diffusivity, mm^2/s")
+    d_iso = traits.Float(mandatory=True, desc="free-water diffusivity, mm^2/s")
+    details = traits.Dict(traits.Str, traits.Any, mandatory=True, desc="estimator's details")
+    scheme = scheme_trait()
 
 
 class _WriteEstimateOutputSpec(_WrittenOutputSpec):
-    map_files = traits.Dict(traits.Str, File(exists=True), desc="param label -> map written")
+    map_files = traits.Dict(traits.Str, File(exists=True), desc="parameter name -> map written")
 
 
 class WriteEstimate(SimpleInterface):
@@ -109,29 +98,28 @@ class WriteEstimate(SimpleInterface):
 
     def _run_interface(self, runtime):
         inputs = self.inputs
-        record = read_record(inputs.estimate_file)
-        qc = read_record(inputs.qc_file)
+        estimate = io.estimate_sidecar(
+            inputs.estimator, inputs.d_par, inputs.d_iso, inputs.scheme, inputs.details
+        )
+        excluded = _excluded(inputs)
         files, maps = [], {}
-        for name, path in record["maps"].items():
-            param = io.PARAM_LABELS[name]
-            description, units = PARAM_SIDECARS[param]
-            sidecar = {
-                "Description": description,
-                "Units": units,
-                **record["sidecar"],
-                "ExcludedVoxels": qc["ExcludedVoxels"],
-            }
-            written = _write_image(
-                path, inputs, sidecar, "dwimap", model="noddi", param=param, desc=record["desc"]
-            )
-            maps[param] = written[0]
+        for name in MAPS:
+            path = getattr(inputs, f"{name}_file")
+            if not isdefined(path):
+                continue
+            target = io.map_path(inputs.output_dir, inputs.entities, name, inputs.estimator)
+            written = _write(inputs, path, target, io.map_sidecar(name, estimate, excluded))
+            maps[name] = written[0]
             files.extend(written)
         self._results.update(out_files=files, map_files=maps)
         return runtime
 
 
 class _WriteTissueInputSpec(_DerivativesInputSpec):
-    tissue_file = File(exists=True, mandatory=True, desc="tissue record")
+    mask_files = traits.Dict(
+        traits.Enum(*TISSUES), File(exists=True), mandatory=True, desc="tissue -> mask"
+    )
+    details = traits.Dict(traits.Str, traits.Any, mandatory=True, desc="how they were made")
     stats_file = File(exists=True, mandatory=True, desc="tissue table")
 
 
@@ -144,47 +132,34 @@ class WriteTissue(SimpleInterface):
 
     def _run_interface(self, runtime):
         inputs = self.inputs
-        record = read_record(inputs.tissue_file)
-        details = {key: value for key, value in record.items() if key != "masks"}
         files = []
-        for tissue, path in record["masks"].items():
-            sidecar = {
-                "Type": "ROI",
-                "Description": f"Mask of the {TISSUE_NAMES[tissue]} ({tissue}) on the dwi grid",
-                **details,
-            }
-            files.extend(_write_image(path, inputs, sidecar, "mask", label=tissue))
-        table = io.derivative_path(
-            inputs.output_dir, inputs.entities, "stats", ".tsv", desc="tissue"
-        )
+        for tissue in (t for t in TISSUES if t in inputs.mask_files):
+            sidecar = io.tissue_mask_sidecar(tissue, inputs.details)
+            target = _path(inputs, "mask", label=tissue)
+            files.extend(_write(inputs, inputs.mask_files[tissue], target, sidecar))
+        table = _path(inputs, "stats", ".tsv", desc="tissue")
         files.append(str(io.copy_file(Path(inputs.stats_file), table)))
-        sidecar = {**TABLE_COLUMNS, "TissueMasks": details, "SoftwareVersion": __version__}
+        sidecar = io.tissue_table_sidecar(inputs.details)
         files.append(str(io.write_json(sidecar, table.with_suffix(".json"))))
         self._results["out_files"] = files
         return runtime
 
 
-def _write_image(
-    path: str,
-    inputs: Any,
-    sidecar: dict[str, Any],
-    suffix: str,
-    sources: Sequence[str] | None = None,
-    **entities: str,
-) -> list[str]:
-    """Copy an image to its derivative name and write its sidecar; return both paths.
+def _excluded(inputs: Any) -> dict[str, int]:
+    return io.excluded_voxels(inputs.n_nonfinite, inputs.n_nonpositive_b0)
 
-    Every image sidecar ends with ``SpatialReference`` (the dwi run, first source, whose grid
-    every image is on), ``Sources`` (default: the run's) and ``SoftwareVersion``.
-    """
-    target = io.derivative_path(inputs.output_dir, inputs.entities, suffix, ".nii.gz", **entities)
-    io.copy_file(Path(path), target)
-    json_path = target.with_name(target.name.removesuffix(".nii.gz") + ".json")
-    sidecar = {
-        **sidecar,
-        "SpatialReference": inputs.sources[0],
-        "Sources": list(inputs.sources if sources is None else sources),
-        "SoftwareVersion": __version__,
-    }
-    io.write_json(sidecar, json_path)
-    return [str(target), str(json_path)]
+
+def _path(inputs: Any, suffix: str, extension: str = ".nii.gz", **entities: str) -> Path:
+    return io.derivative_path(inputs.output_dir, inputs.entities, suffix, extension, **entities)
+
+
+def _write(
+    inputs: Any,
+    path: str,
+    target: Path,
+    sidecar: dict[str, Any],
+    sources: list[str] | None = None,
+) -> list[str]:
+    """Write an image of the run and its sidecar (sources: default, the run's files)."""
+    sidecar = io.image_sidecar(sidecar, inputs.sources if sources is None else sources)
+    return [str(p) for p in io.write_image(Path(path), target, sidecar)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -21,6 +20,7 @@ from noddi_bids.io.dicom import (
     patient_attributes_from_bids,
     write_parametric_map_series,
 )
+from noddi_bids.vocabulary import ESTIMATORS, MAPS, PARAMETERS
 
 
 class _DicomPatientInputSpec(BaseInterfaceInputSpec):
@@ -39,8 +39,10 @@ class _DicomPatientInputSpec(BaseInterfaceInputSpec):
 
 class _DicomMapSeriesInputSpec(_DicomPatientInputSpec):
     in_file = File(exists=True, mandatory=True, desc="3-D NODDI map (NIfTI, values in [0, 1])")
-    parameter = traits.Enum("od", "icvf", "isovf", mandatory=True, desc="BIDS param- label")
-    estimator = traits.Enum("nnmle", "nngt", "mle", mandatory=True, desc="BIDS desc- label")
+    parameter = traits.Enum(
+        *(MAPS[p].label for p in PARAMETERS), mandatory=True, desc="BIDS param- label"
+    )
+    estimator = traits.Enum(*ESTIMATORS, mandatory=True, desc="BIDS desc- label")
     series_number = traits.Range(low=1, mandatory=True, desc="DICOM SeriesNumber")
     out_dir = traits.Str(desc="series folder to write; default <cwd>/<parameter>_<estimator>")
 
@@ -110,14 +112,16 @@ def _patient_and_study(inputs) -> tuple[dict, str]:
 
 #: First SeriesNumber of a run's maps (ODI, NDI, FWF per estimator, in that order).
 FIRST_SERIES_NUMBER = 1001
-_DESC = re.compile(r"_desc-([a-zA-Z0-9]+)_")
 
 
 class _DicomRunExportInputSpec(_DicomPatientInputSpec):
+    estimators = traits.List(
+        traits.Enum(*ESTIMATORS), mandatory=True, desc="desc- label of each estimate"
+    )
     map_files = traits.List(
         traits.Dict(traits.Str, File(exists=True)),
         mandatory=True,
-        desc="per estimator, {param label: map file} (as written by WriteEstimate)",
+        desc="per estimate (same order), {parameter name: map} (as written by WriteEstimate)",
     )
     out_dir = traits.Str(mandatory=True, desc="folder receiving one sub-folder per series")
 
@@ -142,13 +146,12 @@ class DicomRunExport(SimpleInterface):
         inputs = self.inputs
         patient, study_uid = _patient_and_study(inputs)
         out_dirs = []
-        for maps in inputs.map_files:
-            for parameter in ("od", "icvf", "isovf"):
-                path = maps[parameter]
-                estimator = _DESC.search(Path(path).name).group(1)
+        for estimator, maps in zip(inputs.estimators, inputs.map_files, strict=True):
+            for name in PARAMETERS:
+                parameter = MAPS[name].label
                 out_dir = Path(inputs.out_dir) / f"{parameter}_{estimator}"
                 write_parametric_map_series(
-                    path,
+                    maps[name],
                     out_dir,
                     parameter=parameter,
                     estimator=estimator,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -16,40 +15,36 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from noddi_bids.interfaces.specs import scheme_trait
 from noddi_bids.model.reference import normalise_dwi
-from noddi_bids.model.scheme import read_scheme
 
 LOGGER = logging.getLogger("nipype.interface")
 
 
 class _NormaliseDwiInputSpec(BaseInterfaceInputSpec):
     dwi_file = File(exists=True, mandatory=True, desc="4-D diffusion image")
-    bval_file = File(exists=True, mandatory=True, desc="b-values (s/mm^2)")
-    bvec_file = File(exists=True, mandatory=True, desc="b-vectors")
-    b0_threshold = traits.Float(mandatory=True, desc="b <= this (s/mm^2) counts as b = 0")
+    scheme = scheme_trait()
     brain_mask = File(exists=True, desc="brain mask to use instead of median_otsu")
-    brain_mask_origin = traits.Str(
-        "user-supplied", usedefault=True, desc="where brain_mask comes from (for the sidecar)"
-    )
 
 
 class _NormaliseDwiOutputSpec(TraitedSpec):
     mean_b0 = File(exists=True, desc="mean b = 0 image (float32)")
     mask_file = File(exists=True, desc="brain mask of the voxels that can be normalised")
     signals_file = File(exists=True, desc="normalised signals of the mask voxels, (N, M) .npy")
-    qc_file = File(exists=True, desc="JSON: voxel counts, excluded voxels")
+    n_mask_voxels = traits.Int(desc="voxels of the mask")
+    n_nonfinite = traits.Int(desc="brain voxels left out: NaN or inf data")
+    n_nonpositive_b0 = traits.Int(desc="brain voxels left out: mean b = 0 <= 0")
 
 
 class NormaliseDwi(SimpleInterface):
     """Mean b = 0, brain mask and signals normalised by the mean b = 0.
 
     Voxels with non-finite data or a non-positive mean b = 0 are left out of the mask (never
-    divided by) and counted in ``qc_file``.
+    divided by) and counted (``n_nonfinite``, ``n_nonpositive_b0``).
 
     Examples
     --------
-    >>> ref = NormaliseDwi(dwi_file="sub-01_dwi.nii.gz", bval_file="sub-01_dwi.bval",
-    ...                    bvec_file="sub-01_dwi.bvec", b0_threshold=50.0)  # doctest: +SKIP
+    >>> ref = NormaliseDwi(dwi_file="sub-01_dwi.nii.gz", scheme=run.scheme)  # doctest: +SKIP
     >>> ref.run().outputs.mask_file  # doctest: +SKIP
     '.../brain_mask.nii.gz'
     """
@@ -59,16 +54,11 @@ class NormaliseDwi(SimpleInterface):
 
     def _run_interface(self, runtime):
         image = nib.load(self.inputs.dwi_file)
-        scheme = read_scheme(
-            self.inputs.bval_file,
-            self.inputs.bvec_file,
-            b0_threshold=self.inputs.b0_threshold,
-            n_volumes=image.shape[3],
-        )
         region = None
         if self.inputs.brain_mask:
             region = np.asarray(nib.load(self.inputs.brain_mask).dataobj) > 0
-        reference = normalise_dwi(image.get_fdata(dtype=np.float32), scheme.b0_mask, region)
+        data = image.get_fdata(dtype=np.float32)
+        reference = normalise_dwi(data, self.inputs.scheme.b0_mask, region)
         excluded = reference.n_nonfinite + reference.n_nonpositive_b0
         if excluded:
             LOGGER.warning(
@@ -86,7 +76,6 @@ class NormaliseDwi(SimpleInterface):
             "mean_b0": os.path.abspath("mean_b0.nii.gz"),
             "mask_file": os.path.abspath("brain_mask.nii.gz"),
             "signals_file": os.path.abspath("signals.npy"),
-            "qc_file": os.path.abspath("qc.json"),
         }
         nib.Nifti1Image(reference.mean_b0, image.affine, header).to_filename(out["mean_b0"])
         mask_header = header.copy()
@@ -95,16 +84,10 @@ class NormaliseDwi(SimpleInterface):
             out["mask_file"]
         )
         np.save(out["signals_file"], reference.signals)
-        origin = self.inputs.brain_mask_origin if region is not None else "dipy median_otsu"
-        qc = {
-            "BrainMask": origin,
-            "MaskVoxels": int(reference.mask.sum()),
-            "ExcludedVoxels": {
-                "NonFinite": reference.n_nonfinite,
-                "NonPositiveB0": reference.n_nonpositive_b0,
-            },
-        }
-        with open(out["qc_file"], "w", encoding="utf-8") as handle:
-            json.dump(qc, handle, indent=2)
-        self._results.update(out)
+        self._results.update(
+            out,
+            n_mask_voxels=int(reference.mask.sum()),
+            n_nonfinite=int(reference.n_nonfinite),
+            n_nonpositive_b0=int(reference.n_nonpositive_b0),
+        )
         return runtime

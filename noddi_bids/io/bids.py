@@ -38,6 +38,7 @@ from noddi_bids.config import (
 )
 from noddi_bids.model.scheme import Scheme, SchemeError, SchemeWarning, read_scheme
 from noddi_bids.tissue.synthseg import SYNTHSEG_POSTERIOR_LABELS
+from noddi_bids.vocabulary import TISSUES
 
 LOGGER = logging.getLogger(__name__)
 
@@ -447,7 +448,7 @@ def find_segmentation(folder: Path, entities: dict[str, str]) -> SegmentationFil
         If a file found cannot be read.
     """
     probseg = {}
-    for tissue in ("WM", "GM", "CSF"):
+    for tissue in TISSUES:
         candidates = _matching(folder, entities, f"label-{tissue}_probseg.nii*")
         if candidates:
             probseg[tissue] = candidates[0]

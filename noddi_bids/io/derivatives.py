@@ -11,6 +11,13 @@ in ``sub-<label>[/ses-<label>]/dwi/``. Maps stay on the grid of the input dwi ru
 is kept (a preprocessed input such as QSIPrep's ``space-T1w``), and a raw input has none (BIDS:
 the native space of the source data).
 
+Every sidecar's content is built here too, from the values the workflow nodes pass along the
+graph: the maps' (:func:`map_sidecar`, from :func:`estimate_sidecar` with :func:`network_details`
+or :func:`fit_details`), the reference image's and brain mask's (:func:`reference_sidecar`,
+:func:`brain_mask_sidecar`), the tissue masks' and table's (:func:`tissue_mask_sidecar`,
+:func:`tissue_table_sidecar`, from :func:`synthseg_details` or :func:`builtin_details`); every
+image sidecar ends with :func:`image_sidecar`'s provenance.
+
 Every file is written atomically (:func:`noddi_bids.atomic.atomic_target`), so a crash never
 leaves a half-written derivative.
 """
@@ -20,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +36,17 @@ import pandas as pd
 
 from noddi_bids import __version__
 from noddi_bids.atomic import atomic_target
+from noddi_bids.model.scheme import Scheme
+from noddi_bids.tissue import synthseg
+from noddi_bids.tissue.stats import TABLE_COLUMNS
+from noddi_bids.vocabulary import MAPS, TISSUE_NAMES, estimator
 
 #: Order of entities in derivative names (BIDS order, then the diffusion-derivatives ones).
 ENTITY_ORDER = (
     "sub", "ses", "acq", "rec", "dir", "run", "space", "model", "param", "label", "desc"
 )  # fmt: skip
-#: NODDI parameters: name in noddi-bids -> ``param-`` label of the diffusion-derivatives proposal.
-PARAM_LABELS = {"odi": "od", "ndi": "icvf", "fwf": "isovf", "direction": "direction"}
-#: Estimator descriptions: ``desc-`` label -> plain words.
-ESTIMATOR_DESCRIPTIONS = {
-    "nnmle": "neural network trained on maximum-likelihood labels (NN_MLE)",
-    "nngt": "neural network trained on ground-truth labels (NN_GT)",
-    "nnhybrid": "neural network trained on a mix of MLE and ground-truth labels",
-    "mle": "conventional Rician maximum-likelihood fit",
-}
-#: Network training labels -> ``desc-`` label.
-NN_DESC = {"mle": "nnmle", "gt": "nngt", "hybrid": "nnhybrid"}
+#: How the brain mask is made when none is given (``BrainMask`` of its sidecar).
+AUTOMATIC_BRAIN_MASK = "dipy median_otsu"
 #: Name of the input dataset in BIDS URIs (``bids:<name>:<path>``) and ``DatasetLinks``.
 INPUT_DATASET = {"raw": "raw", "derivative": "preprocessed"}
 #: ``.bidsignore`` of the derivatives: what the BIDS schema does not (yet) describe, as QSIRecon
@@ -108,6 +110,274 @@ def derivative_path(
     if source.get("ses"):
         folder = folder / f"ses-{source['ses']}"
     return folder / "dwi" / derivative_name(source, suffix, extension, **entities)
+
+
+def estimate_sidecar(
+    label: str, d_par: float, d_iso: float, scheme: Scheme, details: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Sidecar content shared by the maps of one estimator.
+
+    Parameters
+    ----------
+    label : str
+        ``desc-`` label of the estimator (:data:`noddi_bids.vocabulary.ESTIMATORS`).
+    d_par, d_iso : float
+        Fixed intra-neurite parallel and free-water diffusivities of the estimate, mm^2/s.
+    scheme : Scheme
+        The run's acquisition scheme.
+    details : mapping
+        What only this estimator knows (:func:`network_details`, :func:`fit_details`).
+    """
+    return {
+        "Model": "NODDI",
+        "Estimator": label,
+        "EstimatorDescription": estimator(label).description,
+        "Dpar": d_par,
+        "Diso": d_iso,
+        "DiffusivityUnits": "mm^2/s",
+        "Scheme": {
+            "Summary": scheme.summary(),
+            "Hash": scheme.hash,
+            "Shells": [float(b) for b in scheme.shells],
+            "ShellCounts": [int(n) for n in scheme.shell_counts],
+            "B0Volumes": scheme.n_b0,
+            "B0Threshold": scheme.b0_threshold,
+            "BValueUnits": "s/mm^2",
+        },
+        **details,
+    }
+
+
+def network_details(
+    *,
+    model_file: str,
+    sha256: str,
+    labels: str,
+    inputs: str,
+    fit_orders: Sequence[int] | None,
+    version: str,
+    snr: float | Sequence[float],
+    direction: bool,
+) -> dict[str, Any]:
+    """Sidecar details of a network's estimate.
+
+    Parameters
+    ----------
+    model_file : str
+        Name of the ONNX file.
+    sha256 : str
+        Its SHA-256 checksum.
+    labels : str
+        Training label type (``mle``, ``gt``, ``hybrid``).
+    inputs : str
+        What the network applies to, in words.
+    fit_orders : sequence of int or None
+        Spherical-harmonic orders of the shells' fits (rotation-invariant networks).
+    version : str
+        noddi-bids version that trained it.
+    snr : float or sequence of float
+        Training SNR (constant or range).
+    direction : bool
+        Whether the fibre direction map was made (from the shells' quadratic fits).
+    """
+    details: dict[str, Any] = {
+        "ModelFile": model_file,
+        "ModelSHA256": sha256,
+        "ModelLabels": labels,
+        "ModelInputs": inputs,
+    }
+    if fit_orders is not None:
+        details["FitOrders"] = [int(order) for order in fit_orders]
+    details.update(ModelVersion=version, ModelTrainingSNR=snr, Software="ONNX Runtime")
+    if direction:
+        details["DirectionMethod"] = (
+            "eigenvector of least signal of the shells' order-2 spherical-harmonic fits"
+        )
+    return details
+
+
+def fit_details(converged_fraction: float) -> dict[str, Any]:
+    """Sidecar details of the maximum-likelihood fit's estimate.
+
+    Parameters
+    ----------
+    converged_fraction : float
+        Fraction of the voxels whose fit converged.
+    """
+    return {
+        "NoiseModel": "Rician; sigma per voxel from the b = 0 volumes",
+        "ConvergedFraction": converged_fraction,
+    }
+
+
+def excluded_voxels(n_nonfinite: int, n_nonpositive_b0: int) -> dict[str, int]:
+    """``ExcludedVoxels`` of the brain mask and map sidecars (brain voxels left out)."""
+    return {"NonFinite": int(n_nonfinite), "NonPositiveB0": int(n_nonpositive_b0)}
+
+
+def map_sidecar(
+    parameter: str, estimate: Mapping[str, Any], excluded: Mapping[str, int]
+) -> dict[str, Any]:
+    """Sidecar of one map: the parameter in words and units, the estimate, excluded voxels.
+
+    Parameters
+    ----------
+    parameter : str
+        Parameter name (``odi``, ``ndi``, ``fwf``, ``direction``).
+    estimate : mapping
+        :func:`estimate_sidecar` of the estimator.
+    excluded : mapping
+        :func:`excluded_voxels` of the run.
+    """
+    return {
+        "Description": MAPS[parameter].description,
+        "Units": MAPS[parameter].units,
+        **estimate,
+        "ExcludedVoxels": dict(excluded),
+    }
+
+
+def reference_sidecar() -> dict[str, Any]:
+    """Sidecar of the mean b = 0 image (``desc-meanb0_dwiref``)."""
+    return {"Description": "Mean of the b = 0 volumes"}
+
+
+def brain_mask_sidecar(
+    origin: str | None, mask_voxels: int, excluded: Mapping[str, int]
+) -> dict[str, Any]:
+    """Sidecar of the brain mask (``desc-brain_mask``).
+
+    Parameters
+    ----------
+    origin : str or None
+        Where a given mask comes from, in words; None: made by :data:`AUTOMATIC_BRAIN_MASK`.
+    mask_voxels : int
+        Voxels of the mask (those estimated).
+    excluded : mapping
+        :func:`excluded_voxels`: brain voxels left out of the mask.
+    """
+    return {
+        "Type": "Brain",
+        "Description": "Brain mask of the voxels estimated",
+        "BrainMask": origin or AUTOMATIC_BRAIN_MASK,
+        "MaskVoxels": int(mask_voxels),
+        "ExcludedVoxels": dict(excluded),
+    }
+
+
+def synthseg_details(segmentation_files: Sequence[str]) -> dict[str, Any]:
+    """How tissue masks were made from SynthSeg outputs (:mod:`noddi_bids.tissue.synthseg`).
+
+    Parameters
+    ----------
+    segmentation_files : sequence of str
+        The SynthSeg outputs used (absolute paths).
+    """
+    return {
+        "Method": "SynthSeg",
+        "SegmentationFiles": list(segmentation_files),
+        "Thresholds": dict(synthseg.THRESHOLDS),
+        "FreeSurferLabels": {t: list(v) for t, v in synthseg.TISSUE_LABELS.items()},
+    }
+
+
+def builtin_details() -> dict[str, Any]:
+    """How tissue masks were made by the DTI classification (:mod:`noddi_bids.tissue.builtin`)."""
+    from noddi_bids.tissue import builtin  # imports DIPY: only where the classification ran
+
+    md = "mm^2/s"
+    return {
+        "Method": "built-in DTI classification (approximate)",
+        "Rules": {
+            "CSF": f"MD >= {builtin.CSF_MIN_MD:g} {md}",
+            "WM": f"FA >= {builtin.WM_MIN_FA:g} and MD < {builtin.TISSUE_MAX_MD:g} {md}",
+            "GM": f"FA < {builtin.GM_MAX_FA:g} and MD < {builtin.TISSUE_MAX_MD:g} {md}",
+        },
+        "DTIMaxBValue": builtin.DTI_MAX_B,
+    }
+
+
+def tissue_mask_sidecar(tissue: str, details: Mapping[str, Any]) -> dict[str, Any]:
+    """Sidecar of a tissue mask (``label-<tissue>_mask``), ``details`` saying how it was made."""
+    return {
+        "Type": "ROI",
+        "Description": f"Mask of the {TISSUE_NAMES[tissue]} ({tissue}) on the dwi grid",
+        **details,
+    }
+
+
+def tissue_table_sidecar(details: Mapping[str, Any]) -> dict[str, Any]:
+    """Sidecar of the tissue table (``desc-tissue_stats.tsv``): its columns and the masks."""
+    return {**TABLE_COLUMNS, "TissueMasks": dict(details), "SoftwareVersion": __version__}
+
+
+def image_sidecar(sidecar: Mapping[str, Any], sources: Sequence[str]) -> dict[str, Any]:
+    """Return an image's sidecar with its provenance last.
+
+    ``SpatialReference`` is the dwi run (the first source: every image is on its grid);
+    ``Sources`` the files it derives from; ``SoftwareVersion`` this noddi-bids.
+    """
+    return {
+        **sidecar,
+        "SpatialReference": sources[0],
+        "Sources": list(sources),
+        "SoftwareVersion": __version__,
+    }
+
+
+def sidecar_path(image: Path) -> Path:
+    """JSON sidecar of a NIfTI image: the same name with ``.json`` for ``.nii.gz``."""
+    return image.with_name(image.name.removesuffix(".nii.gz") + ".json")
+
+
+def write_image(image: Path, target: Path, sidecar: Mapping[str, Any]) -> list[Path]:
+    """Copy an image to its derivative path and write its JSON sidecar beside it.
+
+    Parameters
+    ----------
+    image : Path
+        The image to copy (NIfTI, ``.nii.gz``).
+    target : Path
+        Its derivative path (:func:`derivative_path`, :func:`map_path`).
+    sidecar : mapping
+        The complete sidecar (see :func:`image_sidecar`).
+
+    Returns
+    -------
+    list of Path
+        The image and its sidecar.
+    """
+    copy_file(Path(image), target)
+    return [target, write_json(sidecar, sidecar_path(target))]
+
+
+def map_path(output_dir: Path, source: Mapping[str, str], parameter: str, label: str) -> Path:
+    """Path of an estimator's map: ``..._model-noddi_param-<p>_desc-<estimator>_dwimap.nii.gz``.
+
+    Parameters
+    ----------
+    output_dir, source
+        As for :func:`derivative_path`.
+    parameter : str
+        Parameter name (:data:`noddi_bids.vocabulary.MAPS`), written as its ``param-`` label.
+    label : str
+        ``desc-`` label of the estimator (:data:`noddi_bids.vocabulary.ESTIMATORS`).
+
+    Raises
+    ------
+    ValueError
+        If the estimator is unknown.
+
+    Examples
+    --------
+    >>> map_path(Path("out"), {"sub": "01"}, "ndi", "nnhybrid").name
+    'sub-01_model-noddi_param-icvf_desc-nnhybrid_dwimap.nii.gz'
+    """
+    desc = estimator(label).label
+    param = MAPS[parameter].label
+    return derivative_path(
+        output_dir, source, "dwimap", ".nii.gz", model="noddi", param=param, desc=desc
+    )
 
 
 def save_nifti(image: nib.Nifti1Image, path: Path) -> Path:

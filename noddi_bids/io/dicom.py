@@ -31,6 +31,9 @@ from pydicom.valuerep import format_number_as_ds
 
 from noddi_bids import __version__
 from noddi_bids.atomic import atomic_target
+from noddi_bids.vocabulary import PARAMETERS
+from noddi_bids.vocabulary import estimator as find_estimator
+from noddi_bids.vocabulary import parameter as find_parameter
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,24 +50,6 @@ _UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "noddi-bids.dicom")
 PLACEHOLDER_PATIENT_NAME = "NODDI^ANONYMOUS"
 PLACEHOLDER_PATIENT_ID = "NODDI-ANONYMOUS"
 PLACEHOLDER_NOTE = "PLACEHOLDER"
-
-#: BIDS ``param-`` labels (and common aliases) -> (short name, full name) of the NODDI parameter.
-PARAMETERS = {
-    "od": ("ODI", "orientation dispersion index"),
-    "odi": ("ODI", "orientation dispersion index"),
-    "icvf": ("NDI", "neurite density index (intra-cellular volume fraction)"),
-    "ndi": ("NDI", "neurite density index (intra-cellular volume fraction)"),
-    "isovf": ("FWF", "free-water fraction (isotropic volume fraction)"),
-    "fwf": ("FWF", "free-water fraction (isotropic volume fraction)"),
-}
-#: BIDS ``desc-`` labels (and aliases) -> (short name, full name) of the estimator.
-ESTIMATORS = {
-    "nnmle": ("NN-MLE", "neural network trained on maximum-likelihood labels"),
-    "nn-mle": ("NN-MLE", "neural network trained on maximum-likelihood labels"),
-    "nngt": ("NN-GT", "neural network trained on ground-truth labels"),
-    "nn-gt": ("NN-GT", "neural network trained on ground-truth labels"),
-    "mle": ("MLE", "Rician maximum-likelihood fit"),
-}
 
 # Patient/study attributes a caller may pass in ``patient`` (DICOM keywords). Anything else is
 # rejected so that a typo does not silently vanish.
@@ -255,9 +240,11 @@ def write_parametric_map_series(
         The series folder to create. It is written in a temporary sibling folder and renamed into
         place, so readers never see a half-written series; an existing folder is replaced.
     parameter : str
-        ``od``/``icvf``/``isovf`` (BIDS labels) or ``odi``/``ndi``/``fwf``.
+        ``od``/``icvf``/``isovf`` (BIDS labels) or ``odi``/``ndi``/``fwf``
+        (:data:`noddi_bids.vocabulary.MAPS`), shown as ODI/NDI/FWF.
     estimator : str
-        ``nnmle``/``nngt``/``mle`` (BIDS ``desc-`` labels) or ``nn-mle``/``nn-gt``.
+        BIDS ``desc-`` label of :data:`noddi_bids.vocabulary.ESTIMATORS` (``nnmle``, ``nngt``,
+        ``nnhybrid``, ``mle``), shown by its DICOM name (``NN-MLE``, ...).
     series_number : int
         SeriesNumber shown by viewers (positive).
     study_uid : str
@@ -275,8 +262,9 @@ def write_parametric_map_series(
         The written files in instance (slice) order, inside ``out_dir``.
     """
     img = nifti if isinstance(nifti, nb.spatialimages.SpatialImage) else nb.load(nifti)
-    param_short, param_long = _lookup(PARAMETERS, parameter, "parameter")
-    est_short, est_long = _lookup(ESTIMATORS, estimator, "estimator")
+    param_short, param_long = _parameter_names(parameter)
+    est = find_estimator(estimator.lower())
+    est_short, est_long = est.dicom, est.words
     if int(series_number) < 1:
         raise ValueError(f"series_number must be a positive integer, got {series_number!r}.")
     values = _as_3d(img)
@@ -584,11 +572,12 @@ def _as_3d(img: nb.spatialimages.SpatialImage) -> np.ndarray:
     return data
 
 
-def _lookup(table: Mapping, key: str, what: str) -> tuple[str, str]:
-    try:
-        return table[key.lower()]
-    except KeyError:
-        raise ValueError(f"Unknown {what} {key!r}; expected one of {sorted(table)}.") from None
+def _parameter_names(key: str) -> tuple[str, str]:
+    """Display name and words of a scalar NODDI parameter (name or ``param-`` label)."""
+    found = find_parameter(key.lower())
+    if found.name not in PARAMETERS:
+        raise ValueError(f"Unknown parameter {key!r}: only {list(PARAMETERS)} are scalar maps.")
+    return found.display, found.words
 
 
 def _digest(stored: np.ndarray, affine: np.ndarray) -> str:

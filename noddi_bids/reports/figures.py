@@ -21,18 +21,18 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from noddi_bids.vocabulary import ESTIMATORS, MAPS, PARAMETERS
+
 #: Colour scale of every NODDI map (all three are fractions or indices in [0, 1]).
 MAP_RANGE = (0.0, 1.0)
 #: Colour map of the NODDI maps.
 MAP_CMAP = "viridis"
 #: Display names of NODDI parameters.
-PARAMETER_NAMES = {"odi": "ODI", "ndi": "NDI", "fwf": "FWF"}
-#: Display names of estimators (``desc-`` label -> name used in the study).
-ESTIMATOR_NAMES = {"nnmle": "NN_MLE", "nngt": "NN_GT", "nnhybrid": "NN_hybrid", "mle": "MLE"}
+PARAMETER_NAMES = {p: MAPS[p].display for p in PARAMETERS}
 #: Colour of each tissue in overlays and plots.
 TISSUE_COLOURS = {"WM": "#4477aa", "GM": "#228833", "CSF": "#ee6677"}
 #: Colour of each estimator in plots.
-ESTIMATOR_COLOURS = {"nnmle": "#0077bb", "nngt": "#ee7733", "nnhybrid": "#009988", "mle": "#333333"}
+ESTIMATOR_COLOURS = dict(zip(ESTIMATORS, ("#0077bb", "#ee7733", "#009988", "#333333"), strict=True))
 #: Brain-mask contour colour.
 MASK_COLOUR = "#ee3377"
 #: Salt of matplotlib's SVG element ids, so that the same figure gives the same text.
@@ -42,7 +42,12 @@ _PANEL_INCHES = 1.4
 
 def estimator_name(desc: str) -> str:
     """Display name of an estimator's ``desc-`` label (the label itself when unknown)."""
-    return ESTIMATOR_NAMES.get(desc, desc)
+    return ESTIMATORS[desc].display if desc in ESTIMATORS else desc
+
+
+def estimator_label(desc: str) -> str:
+    """Label of an estimator in the reports, e.g. ``NN_MLE (desc-nnmle)``."""
+    return f"{estimator_name(desc)} (desc-{desc})"
 
 
 def canonical_volume(image: nib.spatialimages.SpatialImage) -> tuple[np.ndarray, tuple]:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from noddi_bids.atomic import atomic_target
-from noddi_bids.io.derivatives import ESTIMATOR_DESCRIPTIONS
 from noddi_bids.reports import figures
 from noddi_bids.reports import html as page
-from noddi_bids.tissue.stats import PARAMETERS, TISSUE_PARAMETERS, TISSUES
+from noddi_bids.tissue.stats import TISSUE_PARAMETERS
+from noddi_bids.vocabulary import ESTIMATORS, PARAMETERS, TISSUES
 
 LOGGER = logging.getLogger("noddi_bids.reports")
 #: Name of the group table read (in the derivatives folder).
@@ -94,7 +94,7 @@ def write_group_report(output_dir: Path) -> Path:
     nav = [("#figure", "Figure"), ("#summary", "Summary"), ("#participants", "Participants")]
     subtitle = (
         f"{len(participants)} participant(s); tissues {', '.join(tissues)}; estimators "
-        + ", ".join(f"{figures.estimator_name(e)} (desc-{e})" for e in estimators)
+        + ", ".join(figures.estimator_label(e) for e in estimators)
     )
     text = page.render_page("noddi-bids group report", subtitle, nav, "\n".join(body))
     path = page.write_html(text, output_dir / "group_report.html")
@@ -109,7 +109,7 @@ def _summary_html(table: pd.DataFrame) -> str:
         "tissue": summary["tissue"].map({t: i for i, t in enumerate(TISSUES)}),
         "parameter": summary["parameter"].map({p: i for i, p in enumerate(PARAMETERS)}),
     }
-    known = dict.fromkeys([*ESTIMATOR_DESCRIPTIONS, *summary["estimator"]])
+    known = dict.fromkeys([*ESTIMATORS, *summary["estimator"]])
     estimators = {e: i for i, e in enumerate(known)}
     summary = summary.assign(
         _tissue=order["tissue"],
@@ -120,7 +120,7 @@ def _summary_html(table: pd.DataFrame) -> str:
     rows = [
         (
             record["tissue"],
-            f"{figures.estimator_name(record['estimator'])} (desc-{record['estimator']})",
+            figures.estimator_label(record["estimator"]),
             figures.PARAMETER_NAMES.get(record["parameter"], record["parameter"]),
             str(record["n"]),
             f"{record['mean']:.3f}",

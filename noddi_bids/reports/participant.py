@@ -31,20 +31,20 @@ from noddi_bids import __version__
 from noddi_bids.io.bids import parse_entities
 from noddi_bids.io.derivatives import (
     ENTITY_ORDER,
-    ESTIMATOR_DESCRIPTIONS,
-    PARAM_LABELS,
     derivative_name,
     derivative_path,
+    map_path,
+    sidecar_path,
 )
 from noddi_bids.reports import figures
 from noddi_bids.reports import html as page
-from noddi_bids.tissue.stats import PARAMETERS, TISSUE_PARAMETERS, TISSUES
+from noddi_bids.reports.provenance import work_dir_timings
+from noddi_bids.tissue.stats import TISSUE_PARAMETERS
+from noddi_bids.vocabulary import ESTIMATORS, MLE, PARAMETER_OF_LABEL, PARAMETERS, TISSUES
 
 LOGGER = logging.getLogger("noddi_bids.reports")
 #: Entities that identify a dwi run (those a derivative adds are left out).
 RUN_ENTITIES = tuple(e for e in ENTITY_ORDER if e not in ("model", "param", "label", "desc"))
-#: ``param-`` label -> parameter name (inverse of :data:`PARAM_LABELS`, maps only).
-PARAMETER_OF_LABEL = {label: name for name, label in PARAM_LABELS.items() if name in PARAMETERS}
 
 
 @dataclass
@@ -66,7 +66,7 @@ class RunDerivatives:
     @property
     def estimators(self) -> list[str]:
         """``desc-`` labels of the estimators with maps, networks first, then in label order."""
-        known = list(ESTIMATOR_DESCRIPTIONS)
+        known = list(ESTIMATORS)
         return sorted(self.maps, key=lambda d: (known.index(d) if d in known else len(known), d))
 
 
@@ -119,18 +119,12 @@ def _collect_run(output_dir: Path, run: dict[str, str]) -> RunDerivatives:
     for path in folder.glob(f"{prefix}model-noddi_param-*_desc-*_dwimap.nii.gz"):
         entities = parse_entities(path.name)
         parameter = PARAMETER_OF_LABEL.get(entities.get("param", ""))
+        desc = entities.get("desc", "")
+        if parameter not in PARAMETERS or desc not in ESTIMATORS:
+            continue
         # Keep only the names the naming function gives this run (not those of a run with more
         # entities, such as run-1 when this run has none).
-        expected = derivative_path(
-            output_dir,
-            run,
-            "dwimap",
-            ".nii.gz",
-            model="noddi",
-            param=entities.get("param", ""),
-            desc=entities.get("desc", ""),
-        )
-        if parameter is None or path != expected:
+        if path != map_path(output_dir, run, parameter, desc):
             continue
         found.maps.setdefault(entities["desc"], {})[parameter] = path
     for estimator in found.maps:
@@ -194,7 +188,7 @@ def write_participant_report(
     nav.append(("#provenance", "Provenance"))
     body.append(page.section("provenance", "Provenance", _provenance_html(runs, provenance)))
     subtitle = f"NODDI maps (ODI, NDI, FWF) of {label}: {len(runs)} dwi run(s); estimators " + (
-        ", ".join(_estimator_label(e) for e in _all_estimators(runs)) or "none"
+        ", ".join(figures.estimator_label(e) for e in _all_estimators(runs)) or "none"
     )
     text = page.render_page(f"noddi-bids report: {label}", subtitle, nav, "\n".join(body))
     path = page.write_html(text, output_dir / f"{label}.html")
@@ -202,12 +196,54 @@ def write_participant_report(
     return path
 
 
+def write_participant_reports(
+    output_dir: Path,
+    subjects: Sequence[str],
+    session: str | None = None,
+    *,
+    command: Sequence[str] | str | None = None,
+    work_dir: Path | None = None,
+) -> list[Path]:
+    """Write the reports of participants, each with the provenance the caller knows.
+
+    The one route to participant reports: the participant level calls it after its workflow
+    (also after a failure, to show what exists) and ``python -m noddi_bids.reports`` to remake
+    them. A report that fails is logged and the others are still written.
+
+    Parameters
+    ----------
+    output_dir : Path
+        Derivatives folder of noddi-bids.
+    subjects : sequence of str
+        Participant labels, with or without ``sub-``.
+    session : str, optional
+        One report of this session only (default: one report per participant).
+    command : sequence of str or str, optional
+        The command line of the run.
+    work_dir : Path, optional
+        Nipype work folder: each participant's step timings (:func:`work_dir_timings`).
+
+    Returns
+    -------
+    list of Path
+        The reports written (fewer than ``subjects`` when some failed).
+    """
+    written = []
+    for subject in subjects:
+        provenance: dict[str, Any] = {}
+        if command:
+            provenance["command"] = command
+        if work_dir is not None:
+            provenance["timings"] = work_dir_timings(work_dir, subject.removeprefix("sub-"))
+        try:
+            written.append(write_participant_report(output_dir, subject, session, provenance))
+        except Exception:  # noqa: BLE001 - one failed report must not stop the others
+            LOGGER.exception("Could not write the report of sub-%s.", subject.removeprefix("sub-"))
+    return written
+
+
 def _all_estimators(runs: Sequence[RunDerivatives]) -> list[str]:
     return list(dict.fromkeys(e for run in runs for e in run.estimators))
-
-
-def _estimator_label(desc: str) -> str:
-    return f"{figures.estimator_name(desc)} (desc-{desc})"
 
 
 def _run_html(run: RunDerivatives, n_slices: int) -> str:
@@ -233,7 +269,7 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
     for estimator, images in maps.items():
         volumes = {p: image[0] for p, image in images.items()}
         zooms = next(iter(images.values()))[1]
-        name = _estimator_label(estimator)
+        name = figures.estimator_label(estimator)
         png = figures.map_mosaic(volumes, zooms, mask, n_slices=n_slices, title=name)
         caption = (
             f"{name}: {', '.join(figures.PARAMETER_NAMES[p] for p in volumes)} on axial slices "
@@ -278,25 +314,25 @@ def _heading(run: RunDerivatives, key: str, title: str) -> str:
 
 
 def _scatter_html(values: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]) -> str:
-    if "mle" not in values or not any(values["mle"].values()):
+    if MLE not in values or not any(values[MLE].values()):
         return page.notice(
             "Scatter plots need the maximum-likelihood fit (MLE) and tissue masks; run the "
             "participant level with the MLE fit to compare the network against it."
         )
     parts = []
-    for estimator in (e for e in values if e != "mle"):
+    for estimator in (e for e in values if e != MLE):
         svg = figures.estimator_scatter(
-            values["mle"],
+            values[MLE],
             values[estimator],
-            figures.estimator_name("mle"),
+            figures.estimator_name(MLE),
             figures.estimator_name(estimator),
             TISSUE_PARAMETERS,
         )
         caption = (
-            f"{_estimator_label(estimator)} against {_estimator_label('mle')} per tissue voxel, "
-            "with the identity line (dashed); at most 4000 voxels drawn per panel."
+            f"{figures.estimator_label(estimator)} against {figures.estimator_label(MLE)} per "
+            "tissue voxel, with the identity line (dashed); at most 4000 voxels drawn per panel."
         )
-        parts.append(page.figure_html(svg, page.SVG, caption, f"{estimator} vs mle scatter"))
+        parts.append(page.figure_html(svg, page.SVG, caption, f"{estimator} vs {MLE} scatter"))
     if not parts:
         parts.append(page.notice("Only the MLE fit was found; there is nothing to compare."))
     return "".join(parts)
@@ -306,7 +342,7 @@ def _histogram_html(values: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]
     if not values or not any(values[e] for e in values):
         return page.notice("Histograms need NODDI maps and tissue masks.")
     svg = figures.tissue_histograms(values, TISSUE_PARAMETERS)
-    names = ", ".join(_estimator_label(e) for e in values)
+    names = ", ".join(figures.estimator_label(e) for e in values)
     caption = f"Histograms (unit area, 40 bins over [0, 1]) within each tissue: {names}."
     return page.figure_html(svg, page.SVG, caption, "histograms per tissue")
 
@@ -320,7 +356,7 @@ def _tissue_table_html(path: Path | None) -> str:
     for record in table.to_dict("records"):
         cells = [
             record["tissue"],
-            _estimator_label(str(record["estimator"])),
+            figures.estimator_label(str(record["estimator"])),
             _integer(record.get("n_voxels")),
         ]
         for parameter in PARAMETERS:
@@ -371,8 +407,7 @@ def _run_provenance_html(run: RunDerivatives) -> str:
         items = [
             (
                 "Estimator",
-                f"{_estimator_label(estimator)}: "
-                f"{ESTIMATOR_DESCRIPTIONS.get(estimator, estimator)}",
+                f"{figures.estimator_label(estimator)}: {ESTIMATORS[estimator].words}",
             ),
             ("Maps", ", ".join(p.name for p in run.maps[estimator].values())),
         ]
@@ -393,7 +428,7 @@ def _run_provenance_html(run: RunDerivatives) -> str:
         for key, name in (("Dpar", "d_par"), ("Diso", "d_iso")):
             if key in sidecar:
                 items.append((name, f"{_plain(sidecar[key])} {units}"))
-        parts.append(f"<h4>{page.escape(_estimator_label(estimator))}</h4>")
+        parts.append(f"<h4>{page.escape(figures.estimator_label(estimator))}</h4>")
         parts.append(page.definition_list(items))
         scheme = sidecar.get("Scheme")
         if scheme and not scheme_shown:
@@ -440,7 +475,7 @@ def _plain(value: Any) -> str:
 
 
 def _sidecar(image: Path) -> dict[str, Any]:
-    path = image.with_name(image.name.removesuffix(".nii.gz") + ".json")
+    path = sidecar_path(image)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:

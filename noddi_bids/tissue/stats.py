@@ -8,11 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: Tissue classes (BIDS ``label-`` values of the masks), in table order, and in words.
-TISSUE_NAMES = {"WM": "white matter", "GM": "grey matter", "CSF": "cerebrospinal fluid"}
-TISSUES = tuple(TISSUE_NAMES)
-#: Parameters summarised, in table order.
-PARAMETERS = ("odi", "ndi", "fwf")
+from noddi_bids.vocabulary import ESTIMATORS, MAPS, PARAMETERS, TISSUE_NAMES, TISSUES
+
 #: Parameters reported per tissue (CSF: only the free-water fraction is meaningful).
 TISSUE_PARAMETERS = {"WM": PARAMETERS, "GM": PARAMETERS, "CSF": ("fwf",)}
 #: Columns of the per-run tissue table.
@@ -23,21 +20,16 @@ COLUMNS = ("tissue", "estimator", "n_voxels") + tuple(
 #: estimation errors are of order 1e-2 (mean absolute errors of 0.02-0.06 per tissue on the
 #: example, ``python -m noddi_bids.example compare``): a fifth decimal carries no information.
 DECIMALS = 4
-#: Units of the parameters (as in the map sidecars): ODI is an index, NDI and FWF are volume
-#: fractions; all are dimensionless, in [0, 1].
-PARAMETER_UNITS = {"odi": "arbitrary", "ndi": "fraction", "fwf": "fraction"}
-#: The parameters in words.
-PARAMETER_NAMES = {
-    "odi": "orientation dispersion index (ODI)",
-    "ndi": "neurite density index (NDI)",
-    "fwf": "free-water fraction (FWF)",
-}
+#: The parameters in words, and their units as in the map sidecars (ODI is an index, NDI and FWF
+#: are volume fractions; all are dimensionless, in [0, 1]).
+_NAMES = {p: MAPS[p].title for p in PARAMETERS}
+_UNITS = {p: MAPS[p].units for p in PARAMETERS}
 _TISSUE = {"Description": "Tissue class (label- of the tissue masks)", "Levels": TISSUE_NAMES}
-_ESTIMATOR = {"Description": "desc- label of the estimator (nnmle, nngt, nnhybrid, mle)"}
+_ESTIMATOR = {"Description": f"desc- label of the estimator ({', '.join(ESTIMATORS)})"}
 _N_VOXELS = {"Description": "Tissue voxels where the estimator's three maps are finite"}
-_PARAMETER = {"Description": "NODDI parameter, dimensionless, in [0, 1]", "Levels": PARAMETER_NAMES}
+_PARAMETER = {"Description": "NODDI parameter, dimensionless, in [0, 1]", "Levels": _NAMES}
 #: Units of a column of values of the parameter named in the ``parameter`` column.
-_BY_PARAMETER = ", ".join(f"{units} ({p})" for p, units in PARAMETER_UNITS.items())
+_BY_PARAMETER = ", ".join(f"{units} ({p})" for p, units in _UNITS.items())
 #: BIDS column descriptions (sidecar JSON) of the per-run tissue table (:func:`tissue_table`).
 TABLE_COLUMNS: dict[str, dict[str, Any]] = {
     "tissue": _TISSUE,
@@ -45,9 +37,9 @@ TABLE_COLUMNS: dict[str, dict[str, Any]] = {
     "n_voxels": _N_VOXELS,
     **{
         f"{p}_{stat}": {
-            "Description": f"{what} {PARAMETER_NAMES[p]} within the tissue, {DECIMALS} decimals"
-            + ("" if p == "fwf" else " (n/a for CSF)"),
-            "Units": PARAMETER_UNITS[p],
+            "Description": f"{what} {_NAMES[p]} within the tissue, {DECIMALS} decimals"
+            + ("" if p in TISSUE_PARAMETERS["CSF"] else " (n/a for CSF)"),
+            "Units": _UNITS[p],
         }
         for p in PARAMETERS
         for stat, what in (("mean", "Mean"), ("sd", "Population SD of the"))

@@ -10,6 +10,7 @@ study (:data:`THRESHOLDS`: 0.9 for WM and CSF, 0.8 for GM).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import nibabel as nib
@@ -110,3 +111,83 @@ def threshold_probabilities(
         for tissue in THRESHOLDS
         if tissue in probabilities
     }
+
+
+def segmentation_probabilities(
+    probseg: Mapping[str, str | os.PathLike[str]],
+    posteriors: str | os.PathLike[str] | None = None,
+    labels: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Tissue probabilities from the most informative SynthSeg output given.
+
+    The per-tissue probability maps when all of :data:`THRESHOLDS`' tissues have one, else the
+    4-D posteriors, else the one-hot indicators of the label volume.
+
+    Parameters
+    ----------
+    probseg : mapping
+        Tissue -> probability map (``*_label-<tissue>_probseg``); may be empty.
+    posteriors : path, optional
+        ``mri_synthseg --post`` output (:data:`SYNTHSEG_POSTERIOR_LABELS` frames).
+    labels : path, optional
+        Label volume (FreeSurfer labels).
+
+    Returns
+    -------
+    probabilities : dict
+        ``{"WM": p, "GM": p, "CSF": p}`` on the segmentation's grid.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world affine of that grid.
+    files : list of str
+        The files used (probability maps in name order).
+
+    Raises
+    ------
+    SegmentationError
+        If nothing usable is given, or the posteriors have the wrong frames.
+    """
+    if set(THRESHOLDS) <= set(probseg):
+        images = {tissue: nib.load(probseg[tissue]) for tissue in THRESHOLDS}
+        probabilities = {t: np.asarray(i.dataobj, np.float32) for t, i in images.items()}
+        return probabilities, images["WM"].affine, sorted(str(p) for p in probseg.values())
+    if posteriors is not None:
+        image = nib.load(posteriors)
+        probabilities = probabilities_from_posteriors(np.asarray(image.dataobj))
+        return probabilities, image.affine, [str(posteriors)]
+    if labels is not None:
+        image = nib.load(labels)
+        probabilities = probabilities_from_labels(np.asarray(image.dataobj))
+        return probabilities, image.affine, [str(labels)]
+    raise SegmentationError("no SynthSeg label volume or probability maps given")
+
+
+def masks_on_grid(
+    probabilities: Mapping[str, np.ndarray],
+    affine: np.ndarray,
+    reference: nib.Nifti1Image,
+    brain: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Tissue masks on the dwi grid: probabilities resampled, then thresholded in the brain.
+
+    Parameters
+    ----------
+    probabilities : mapping
+        Tissue -> probability map on the segmentation's grid.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world affine of the segmentation's grid.
+    reference : nibabel image
+        An image on the dwi grid (the mean b = 0).
+    brain : ndarray of bool
+        Brain mask on the dwi grid.
+
+    Returns
+    -------
+    dict
+        Tissue -> boolean mask on the dwi grid (:func:`resample_probability`, then
+        :func:`threshold_probabilities`).
+    """
+    resampled = {
+        tissue: resample_probability(probability, affine, reference)
+        for tissue, probability in probabilities.items()
+    }
+    return threshold_probabilities(resampled, brain)

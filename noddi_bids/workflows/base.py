@@ -74,7 +74,6 @@ def init_participant_wf(
                     mask_sources=mask_sources,
                     mle=config.mle,
                     d_par=config.d_par,
-                    b0_threshold=config.b0_threshold,
                     run_synthseg=config.run_synthseg,
                     omp_nthreads=config.omp_nthreads,
                     dicom=config.dicom,

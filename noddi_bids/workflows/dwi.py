@@ -15,6 +15,12 @@ from noddi_bids.interfaces.tissue import TissueStats
 from noddi_bids.io.bids import DwiRun
 from noddi_bids.workflows.tissue import init_tissue_wf
 
+#: What an estimator node passes to its derivative writer.
+ESTIMATE_FIELDS = ("odi_file", "ndi_file", "fwf_file", "direction_file", "estimator", "d_par",
+                   "d_iso", "details")  # fmt: skip
+#: Voxel counts of the reference node recorded in sidecars.
+EXCLUDED_FIELDS = ("n_nonfinite", "n_nonpositive_b0")
+
 
 def init_dwi_noddi_wf(
     run: DwiRun,
@@ -25,7 +31,6 @@ def init_dwi_noddi_wf(
     mask_sources: list[str] | None = None,
     mle: bool = False,
     d_par: float,
-    b0_threshold: float,
     run_synthseg: bool = False,
     omp_nthreads: int = 1,
     dicom: bool = False,
@@ -35,14 +40,16 @@ def init_dwi_noddi_wf(
     """Build the workflow that turns one dwi run into NODDI derivatives.
 
     Graph: ``reference`` (mean b = 0, brain mask, normalised signals) -> ``nn`` (ONNX network)
-    [and ``mle`` (maximum-likelihood fit)] -> ``tissue_wf`` -> ``stats`` -> derivative writers
-    (``ds_reference``, ``ds_nn``, ``ds_mle``, ``ds_tissue``). Report and DICOM nodes connect to
-    ``outputnode``.
+    [and ``mle`` (maximum-likelihood fit)] -> derivative writers (``ds_reference``, ``ds_nn``,
+    ``ds_mle``); ``tissue_wf`` -> ``stats`` (from the written maps) -> ``ds_tissue``; [``dicom``
+    from the written maps]. The run's scheme, read and validated once when the runs were
+    collected, is given to ``inputnode`` as a value; maps, masks and what their sidecars need
+    travel along the edges.
 
     Parameters
     ----------
     run : DwiRun
-        The validated run (files, entities, SynthSeg outputs, optional brain mask).
+        The validated run (files, entities, scheme, SynthSeg outputs, optional brain mask).
     model_file : Path
         ONNX network already resolved for the run's scheme.
     output_dir : Path
@@ -55,8 +62,6 @@ def init_dwi_noddi_wf(
         Also run the maximum-likelihood fit.
     d_par : float
         Intra-neurite parallel diffusivity of the fit, mm^2/s.
-    b0_threshold : float
-        b <= this (s/mm^2) counts as b = 0.
     run_synthseg : bool
         Run ``mri_synthseg`` when the run has no SynthSeg outputs.
     omp_nthreads : int
@@ -73,103 +78,103 @@ def init_dwi_noddi_wf(
     -------
     mean_b0, mask_file
         Reference image and brain mask (work folder).
-    estimate_files
-        Estimate records (NN first, then MLE).
+    estimators
+        ``desc-`` labels of the estimates (the network first, then the fit).
     map_files
-        ``{param: path}`` of each estimator's written maps, same order.
-    tissue_file, stats_file
-        Tissue record and tissue table.
+        ``{parameter: path}`` of each estimator's written maps, same order.
+    mask_files, stats_file
+        Tissue masks (work folder) and tissue table.
     out_files
         Every derivative written.
     """
     label = "_".join(f"{k}_{v}" for k, v in run.entities.items() if k != "sub")
     workflow = pe.Workflow(name=name or ("_".join(["dwi", label]) if label else "dwi") + "_wf")
     inputnode = pe.Node(
-        niu.IdentityInterface(fields=["dwi_file", "bval_file", "bvec_file", "brain_mask"]),
-        name="inputnode",
+        niu.IdentityInterface(fields=["dwi_file", "scheme", "brain_mask"]), name="inputnode"
     )
     inputnode.inputs.dwi_file = str(run.dwi)
-    inputnode.inputs.bval_file = str(run.bval)
-    inputnode.inputs.bvec_file = str(run.bvec)
+    inputnode.inputs.scheme = run.scheme
     outputnode = pe.Node(
         niu.IdentityInterface(
-            fields=["mean_b0", "mask_file", "estimate_files", "map_files", "tissue_file",
-                    "stats_file", "out_files"]
+            fields=["mean_b0", "mask_file", "estimators", "map_files", "mask_files", "stats_file",
+                    "out_files"]
         ),
         name="outputnode",
     )  # fmt: skip
-    reference = pe.Node(NormaliseDwi(b0_threshold=b0_threshold), name="reference")
-    if run.brain_mask is not None:
-        inputnode.inputs.brain_mask = str(run.brain_mask)
-        reference.inputs.brain_mask_origin = run.brain_mask_origin
-        workflow.connect(inputnode, "brain_mask", reference, "brain_mask")
-    signals = [("signals_file", "signals_file"), ("mask_file", "mask_file")]
-    scheme = [("bval_file", "bval_file"), ("bvec_file", "bvec_file")]
-    nn = pe.Node(
-        NNEstimate(model_file=str(model_file), b0_threshold=b0_threshold, n_threads=omp_nthreads),
-        name="nn",
-        n_procs=omp_nthreads,
-    )
-    tissue_wf = init_tissue_wf(run.synthseg, run_synthseg, omp_nthreads)
-    tissue_wf.inputs.inputnode.b0_threshold = b0_threshold
-    stats = pe.Node(TissueStats(), name="stats", run_without_submitting=True)
-    estimates = pe.Node(niu.Merge(2), name="estimates", run_without_submitting=True)
-    maps = pe.Node(niu.Merge(2), name="maps", run_without_submitting=True)
+    reference = pe.Node(NormaliseDwi(), name="reference")
     sink = {"output_dir": str(output_dir), "entities": dict(run.entities), "sources": sources}
     ds_reference = pe.Node(
         WriteReference(**sink, mask_sources=list(mask_sources or [])),
         name="ds_reference",
         run_without_submitting=True,
     )
-    ds_nn = pe.Node(WriteEstimate(**sink), name="ds_nn", run_without_submitting=True)
+    if run.brain_mask is not None:
+        inputnode.inputs.brain_mask = str(run.brain_mask)
+        ds_reference.inputs.brain_mask_origin = run.brain_mask_origin
+        workflow.connect(inputnode, "brain_mask", reference, "brain_mask")
+    fits = [
+        pe.Node(
+            NNEstimate(model_file=str(model_file), n_threads=omp_nthreads),
+            name="nn",
+            n_procs=omp_nthreads,
+        )
+    ]
+    if mle:
+        fits.append(
+            pe.Node(
+                MLEEstimate(d_par=d_par, n_threads=omp_nthreads), name="mle", n_procs=omp_nthreads
+            )
+        )
+    tissue_wf = init_tissue_wf(run.synthseg, run_synthseg, omp_nthreads)
+    stats = pe.Node(TissueStats(), name="stats", run_without_submitting=True)
     ds_tissue = pe.Node(WriteTissue(**sink), name="ds_tissue", run_without_submitting=True)
-    written = pe.Node(niu.Merge(4, ravel_inputs=True), name="written", run_without_submitting=True)
+    estimators = pe.Node(niu.Merge(len(fits)), name="estimators", run_without_submitting=True)
+    maps = pe.Node(niu.Merge(len(fits)), name="maps", run_without_submitting=True)
+    written = pe.Node(
+        niu.Merge(2 + len(fits), ravel_inputs=True), name="written", run_without_submitting=True
+    )
+    excluded = [(field, field) for field in EXCLUDED_FIELDS]
     workflow.connect([
-        (inputnode, reference, [("dwi_file", "dwi_file"), *scheme]),
-        (inputnode, nn, scheme),
-        (reference, nn, signals),
-        (inputnode, tissue_wf, [(src, f"inputnode.{dst}") for src, dst in scheme]),
+        (inputnode, reference, [("dwi_file", "dwi_file"), ("scheme", "scheme")]),
+        (inputnode, tissue_wf, [("scheme", "inputnode.scheme")]),
         (reference, tissue_wf, [("mean_b0", "inputnode.reference"),
                                 ("mask_file", "inputnode.mask_file"),
                                 ("signals_file", "inputnode.signals_file")]),
-        (nn, estimates, [("estimate_file", "in1")]),
-        (estimates, stats, [("out", "estimate_files")]),
-        (tissue_wf, stats, [("outputnode.tissue_file", "tissue_file")]),
         (reference, ds_reference, [("mean_b0", "mean_b0"), ("mask_file", "mask_file"),
-                                   ("qc_file", "qc_file")]),
-        (nn, ds_nn, [("estimate_file", "estimate_file")]),
-        (reference, ds_nn, [("qc_file", "qc_file")]),
-        (ds_nn, maps, [("map_files", "in1")]),
-        (tissue_wf, ds_tissue, [("outputnode.tissue_file", "tissue_file")]),
+                                   ("n_mask_voxels", "n_mask_voxels"), *excluded]),
+        (estimators, stats, [("out", "estimators")]),
+        (maps, stats, [("out", "map_files")]),
+        (tissue_wf, stats, [("outputnode.mask_files", "mask_files")]),
+        (tissue_wf, ds_tissue, [("outputnode.mask_files", "mask_files"),
+                                ("outputnode.details", "details")]),
         (stats, ds_tissue, [("stats_file", "stats_file")]),
         (ds_reference, written, [("out_files", "in1")]),
-        (ds_nn, written, [("out_files", "in2")]),
-        (ds_tissue, written, [("out_files", "in4")]),
+        (ds_tissue, written, [("out_files", "in2")]),
         (reference, outputnode, [("mean_b0", "mean_b0"), ("mask_file", "mask_file")]),
-        (estimates, outputnode, [("out", "estimate_files")]),
+        (estimators, outputnode, [("out", "estimators")]),
         (maps, outputnode, [("out", "map_files")]),
-        (tissue_wf, outputnode, [("outputnode.tissue_file", "tissue_file")]),
+        (tissue_wf, outputnode, [("outputnode.mask_files", "mask_files")]),
         (stats, outputnode, [("stats_file", "stats_file")]),
         (written, outputnode, [("out", "out_files")]),
     ])  # fmt: skip
-    if mle:
-        fit = pe.Node(
-            MLEEstimate(d_par=d_par, b0_threshold=b0_threshold, n_threads=omp_nthreads),
-            name="mle",
-            n_procs=omp_nthreads,
-        )
-        ds_mle = pe.Node(WriteEstimate(**sink), name="ds_mle", run_without_submitting=True)
+    for index, fit in enumerate(fits, start=1):
+        writer = pe.Node(WriteEstimate(**sink), name=f"ds_{fit.name}", run_without_submitting=True)
         workflow.connect([
-            (inputnode, fit, scheme),
-            (reference, fit, signals),
-            (fit, estimates, [("estimate_file", "in2")]),
-            (fit, ds_mle, [("estimate_file", "estimate_file")]),
-            (reference, ds_mle, [("qc_file", "qc_file")]),
-            (ds_mle, maps, [("map_files", "in2")]),
-            (ds_mle, written, [("out_files", "in3")]),
+            (inputnode, fit, [("scheme", "scheme")]),
+            (reference, fit, [("signals_file", "signals_file"), ("mask_file", "mask_file")]),
+            (fit, writer, [(field, field) for field in ESTIMATE_FIELDS]),
+            (inputnode, writer, [("scheme", "scheme")]),
+            (reference, writer, excluded),
+            (fit, estimators, [("estimator", f"in{index}")]),
+            (writer, maps, [("map_files", f"in{index}")]),
+            (writer, written, [("out_files", f"in{index + 2}")]),
         ])  # fmt: skip
     if dicom:
-        workflow.connect(maps, "out", _dicom_node(run, output_dir, participants_tsv), "map_files")
+        export = _dicom_node(run, output_dir, participants_tsv)
+        workflow.connect([
+            (estimators, export, [("out", "estimators")]),
+            (maps, export, [("out", "map_files")]),
+        ])  # fmt: skip
     return workflow
 
 

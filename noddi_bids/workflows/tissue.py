@@ -35,34 +35,29 @@ def init_tissue_wf(
         Mean b = 0 image (dwi grid).
     mask_file
         Brain mask.
-    signals_file, bval_file, bvec_file, b0_threshold
-        Normalised signals and scheme (built-in classification).
+    signals_file, scheme
+        Normalised signals and the run's scheme (built-in classification).
 
     Outputs
     -------
-    tissue_file
-        Tissue record (JSON).
     mask_files
-        WM, GM and CSF masks.
+        ``{tissue: mask}`` of WM, GM and CSF.
+    details
+        How the masks were made (their sidecars).
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(
-        niu.IdentityInterface(
-            fields=["reference", "mask_file", "signals_file", "bval_file", "bvec_file",
-                    "b0_threshold"]
-        ),
+        niu.IdentityInterface(fields=["reference", "mask_file", "signals_file", "scheme"]),
         name="inputnode",
-    )  # fmt: skip
-    outputnode = pe.Node(
-        niu.IdentityInterface(fields=["tissue_file", "mask_files"]), name="outputnode"
     )
+    outputnode = pe.Node(niu.IdentityInterface(fields=["mask_files", "details"]), name="outputnode")
+    outputs = [("mask_files", "mask_files"), ("details", "details")]
     if segmentation is None and not run_synthseg:
         classify = pe.Node(DwiTissue(), name="dwi_tissue")
         workflow.connect([
             (inputnode, classify, [("signals_file", "signals_file"), ("mask_file", "mask_file"),
-                                   ("bval_file", "bval_file"), ("bvec_file", "bvec_file"),
-                                   ("b0_threshold", "b0_threshold")]),
-            (classify, outputnode, [("tissue_file", "tissue_file"), ("mask_files", "mask_files")]),
+                                   ("scheme", "scheme")]),
+            (classify, outputnode, outputs),
         ])  # fmt: skip
         return workflow
     masks = pe.Node(SegmentationTissue(), name="synthseg_tissue")
@@ -83,6 +78,6 @@ def init_tissue_wf(
         ])  # fmt: skip
     workflow.connect([
         (inputnode, masks, [("reference", "reference"), ("mask_file", "mask_file")]),
-        (masks, outputnode, [("tissue_file", "tissue_file"), ("mask_files", "mask_files")]),
+        (masks, outputnode, outputs),
     ])  # fmt: skip
     return workflow

@@ -1,0 +1,193 @@
+"""One vocabulary: how noddi-bids names NODDI parameters, estimators and tissues in its outputs.
+
+Every spelling is written here once, and every output takes it from here:
+
+- a parameter has a name in noddi-bids (``odi``, ``ndi``, ``fwf``, ``direction``: keys in code,
+  table columns such as ``odi_mean``), a BIDS ``param-`` label from the diffusion-derivatives
+  proposal (``od``, ``icvf``, ``isovf``, ``direction``: file names, DICOM folders), a display
+  name (``ODI``: reports, DICOM series), words, a sidecar description and units;
+- an estimator has a BIDS ``desc-`` label (``nnmle``, ``nngt``, ``nnhybrid``, ``mle``: file names,
+  tables, DICOM folders), a display name (the study's ``NN_MLE``: reports), a DICOM name (the
+  display name with hyphens, ``NN-MLE``, since underscores separate the parts of the DICOM file
+  names) and words; a network's estimator follows from the label type it was trained on
+  (``mle``, ``gt``, ``hybrid``, recorded in the ONNX file);
+- a tissue has a ``label-`` value (``WM``, ``GM``, ``CSF``) and words.
+
+It imports nothing from noddi-bids, so that every layer may use it.
+
+Examples
+--------
+>>> ESTIMATORS[NETWORK_ESTIMATORS["hybrid"]].dicom
+'NN-hybrid'
+>>> [MAPS[name].label for name in PARAMETERS]
+['od', 'icvf', 'isovf']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A map an estimator writes.
+
+    Attributes
+    ----------
+    name : str
+        Name in noddi-bids (code, table columns).
+    label : str
+        BIDS ``param-`` label (diffusion-derivatives proposal, as QSIRecon writes it).
+    display : str
+        Display name (reports, DICOM series).
+    words : str
+        The parameter in words, lower case.
+    description : str
+        ``Description`` of the map's sidecar.
+    units : str
+        BIDS units of its values.
+    """
+
+    name: str
+    label: str
+    display: str
+    words: str
+    description: str
+    units: str
+
+    @property
+    def title(self) -> str:
+        """Words with the display name, e.g. ``orientation dispersion index (ODI)``."""
+        return f"{self.words} ({self.display})"
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """An estimator of NODDI maps.
+
+    Attributes
+    ----------
+    label : str
+        BIDS ``desc-`` label of its maps.
+    display : str
+        Display name (the study's names: reports, figures).
+    words : str
+        What it is, lower case.
+    training : str or None
+        Label type a network was trained on (``mle``, ``gt``, ``hybrid``); None for the fit.
+    """
+
+    label: str
+    display: str
+    words: str
+    training: str | None = None
+
+    @property
+    def dicom(self) -> str:
+        """Name in DICOM series descriptions and file names (``NN-MLE``)."""
+        return self.display.replace("_", "-")
+
+    @property
+    def description(self) -> str:
+        """Words with the display name (``EstimatorDescription`` of the sidecars)."""
+        return f"{self.words} ({self.display})"
+
+
+#: Every map an estimator writes, by name, in output order.
+MAPS: dict[str, Parameter] = {
+    p.name: p
+    for p in (
+        Parameter(
+            "odi",
+            "od",
+            "ODI",
+            "orientation dispersion index",
+            "Orientation dispersion index (ODI), (2/pi) arctan(1/kappa)",
+            "arbitrary",
+        ),
+        Parameter(
+            "ndi",
+            "icvf",
+            "NDI",
+            "neurite density index",
+            "Neurite density index (NDI, intra-neurite volume fraction of tissue)",
+            "fraction",
+        ),
+        Parameter(
+            "fwf",
+            "isovf",
+            "FWF",
+            "free-water fraction",
+            "Free-water fraction (FWF, isotropic volume fraction)",
+            "fraction",
+        ),
+        Parameter(
+            "direction",
+            "direction",
+            "direction",
+            "mean fibre orientation",
+            "Mean fibre orientation, unit vector in the b-vector frame (image axes)",
+            "arbitrary",
+        ),
+    )
+}
+#: The scalar NODDI parameters (tables, DICOM series, figures), in order.
+PARAMETERS = ("odi", "ndi", "fwf")
+#: ``param-`` label -> parameter name.
+PARAMETER_OF_LABEL = {p.label: p.name for p in MAPS.values()}
+
+#: Every estimator by ``desc-`` label: the networks first, then the fit.
+ESTIMATORS: dict[str, Estimator] = {
+    e.label: e
+    for e in (
+        Estimator("nnmle", "NN_MLE", "neural network trained on maximum-likelihood labels", "mle"),
+        Estimator("nngt", "NN_GT", "neural network trained on ground-truth labels", "gt"),
+        Estimator(
+            "nnhybrid",
+            "NN_hybrid",
+            "neural network trained on a mix of MLE and ground-truth labels",
+            "hybrid",
+        ),
+        Estimator("mle", "MLE", "conventional Rician maximum-likelihood fit"),
+    )
+}
+#: Label type a network was trained on -> ``desc-`` label of its maps.
+NETWORK_ESTIMATORS = {e.training: e.label for e in ESTIMATORS.values() if e.training}
+#: ``desc-`` label of the maximum-likelihood fit.
+MLE = "mle"
+
+#: Tissue classes (``label-`` values of the masks) in table order, and in words.
+TISSUE_NAMES = {"WM": "white matter", "GM": "grey matter", "CSF": "cerebrospinal fluid"}
+TISSUES = tuple(TISSUE_NAMES)
+
+
+def estimator(label: str) -> Estimator:
+    """Return the estimator of a ``desc-`` label.
+
+    Raises
+    ------
+    ValueError
+        If the label is not one of :data:`ESTIMATORS`, naming them.
+    """
+    try:
+        return ESTIMATORS[label]
+    except KeyError:
+        raise ValueError(
+            f"Unknown estimator {label!r}; expected one of {list(ESTIMATORS)}."
+        ) from None
+
+
+def parameter(key: str) -> Parameter:
+    """Return the parameter of a name or ``param-`` label (``odi`` or ``od``).
+
+    Raises
+    ------
+    ValueError
+        If ``key`` is neither, naming the labels.
+    """
+    name = PARAMETER_OF_LABEL.get(key, key)
+    try:
+        return MAPS[name]
+    except KeyError:
+        raise ValueError(f"Unknown parameter {key!r}; expected one of {list(MAPS)} or "
+                         f"{list(PARAMETER_OF_LABEL)}.") from None  # fmt: skip
