@@ -20,6 +20,7 @@ from noddi_bids.nn.infer import (
     read_metadata,
 )
 from noddi_bids.nn.metadata import METADATA_KEY
+from noddi_bids.nn.store import raw_models
 from noddi_bids.nn.synth import make_training_set
 from noddi_bids.nn.train import (
     TrainingSettings,
@@ -204,3 +205,18 @@ def test_hybrid_loss_trains_on_both_labels():
     settings = TrainingSettings(epochs=2, batch_size=100, device="cpu", n_threads=1)
     result = train_network(data.inputs, targets, weights, settings, progress=False)
     assert result.epochs_run == 2 and np.isfinite(result.best_validation_loss)
+
+
+def test_invariant_network_gives_a_spread_raw_network_none(tiny_model):
+    # the tiny network (few samples and epochs) still has its SD head: positive SDs that cover
+    # the truth in a fair share of samples; the raw reference networks have no such head
+    scheme = reference_scheme()
+    test = make_training_set(scheme, 3000, labels="gt", seed=4, snr=20.0)
+    estimator = OnnxEstimator(tiny_model)
+    estimates, spread = estimator.predict_with_spread(test.inputs, scheme)
+    assert estimates.shape == spread.shape == (3000, 3) and np.all(spread > 0)
+    assert_allclose(estimates, estimator.predict(test.inputs, scheme))
+    inside = np.mean(np.abs(estimates - test.truth) <= spread, axis=0)
+    assert np.all((inside > 0.4) & (inside < 0.95)), inside
+    raw = OnnxEstimator(raw_models()["nn-mle-raw"])
+    assert raw.predict_with_spread(test.inputs)[1] is None

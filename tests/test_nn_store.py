@@ -62,6 +62,7 @@ def test_shipped_networks_serve_any_direction_set_of_their_shells(shells, labels
     path = store.shipped_models()[store.shipped_file_name(spec, labels).removesuffix(".onnx")]
     meta = read_metadata(path)
     assert meta.labels == labels and meta.inputs == "invariant" and meta.features == spec
+    assert meta.spread and meta.training["spread"]["best_epoch"] >= 1
     assert meta.training["data"]["n_samples"] == 2**18 and meta.snr == [5.0, 80.0]
     assert meta.training["data"]["n_schemes"] == 256
     assert path.stat().st_size < 400_000

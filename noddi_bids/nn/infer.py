@@ -69,10 +69,11 @@ def _metadata(session: ort.InferenceSession, path: Path) -> ModelMetadata:
             f"{path}: network input {[i.shape for i in inputs]} does not fit its metadata "
             f"({metadata.n_inputs} inputs: {metadata.describe()})."
         )
-    if len(outputs) != 1 or outputs[0].shape[-1] != len(metadata.parameters):
+    if len(outputs) != 1 or outputs[0].shape[-1] != metadata.n_outputs:
         raise ModelError(
             f"{path}: network output {[o.shape for o in outputs]} does not give the "
-            f"{len(metadata.parameters)} parameters {metadata.parameters}."
+            f"{metadata.n_outputs} columns of {metadata.parameters}"
+            f"{' and their SDs' if metadata.spread else ''}."
         )
     return metadata
 
@@ -203,6 +204,31 @@ class OnnxEstimator:
         SchemeMismatchError
             If the network does not apply to `scheme`.
         """
+        return self._run(signals, scheme, chunk_size)[:, : len(self.metadata.parameters)]
+
+    def predict_with_spread(
+        self, signals: np.ndarray, scheme: Scheme | None = None, chunk_size: int = CHUNK_SIZE
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Estimates and, for networks with a spread head, the SD of their error.
+
+        Parameters
+        ----------
+        signals, scheme, chunk_size
+            As in :meth:`predict`.
+
+        Returns
+        -------
+        estimates : ndarray of float64, shape (N, 3)
+            ODI, NDI, FWF.
+        spread : ndarray of float64, shape (N, 3), or None
+            The network's standard deviation of each estimate's error against the truth (None
+            when the network has no spread head).
+        """
+        output = self._run(signals, scheme, chunk_size)
+        n = len(self.metadata.parameters)
+        return output[:, :n], (output[:, n:] if self.metadata.spread else None)
+
+    def _run(self, signals: np.ndarray, scheme: Scheme | None, chunk_size: int) -> np.ndarray:
         signals = np.asarray(signals)
         features = self.metadata.features
         if features is not None and scheme is None:
@@ -214,7 +240,7 @@ class OnnxEstimator:
                 f"signals must have shape (voxels, {n_meas}) for {self.path.name}, "
                 f"got {signals.shape}"
             )
-        out = np.empty((signals.shape[0], len(self.metadata.parameters)), dtype=np.float64)
+        out = np.empty((signals.shape[0], self.metadata.n_outputs), dtype=np.float64)
         for start in range(0, signals.shape[0], chunk_size):
             chunk = signals[start : start + chunk_size]
             inputs = chunk if layout is None else layout.features(chunk)

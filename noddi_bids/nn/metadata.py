@@ -55,6 +55,9 @@ class ModelMetadata:
         noddi-bids version that trained the network.
     features : FeatureSpec or None
         Rotation-invariant networks: shells, orders and trained ranges of their inputs.
+    spread : bool
+        The network also outputs, after the parameters, the standard deviation of each one's
+        error against the truth (its uncertainty), so the output has twice the columns.
     """
 
     scheme: Scheme | None
@@ -67,6 +70,7 @@ class ModelMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     version: str = ""
     features: FeatureSpec | None = None
+    spread: bool = False
 
     def __post_init__(self) -> None:
         if (self.scheme is None) == (self.features is None):
@@ -76,6 +80,11 @@ class ModelMetadata:
     def inputs(self) -> str:
         """``"invariant"`` (features of shells) or ``"signal"`` (raw signals of one scheme)."""
         return "signal" if self.features is None else "invariant"
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of the network output (parameters, then their SDs when :attr:`spread`)."""
+        return len(self.parameters) * (2 if self.spread else 1)
 
     @property
     def n_inputs(self) -> int:
@@ -96,6 +105,7 @@ class ModelMetadata:
             "inputs": self.inputs,
             "scheme": None if self.scheme is None else self.scheme.to_dict(),
             "features": None if self.features is None else self.features.to_dict(),
+            "spread": self.spread,
             "b0_threshold": self.b0_threshold,
             "d_par": self.d_par,
             "d_iso": self.d_iso,
@@ -134,6 +144,7 @@ class ModelMetadata:
             return cls(
                 scheme=None if scheme is None else Scheme.from_dict(scheme),
                 features=None if features is None else FeatureSpec.from_dict(features),
+                spread=bool(document.get("spread", False)),
                 b0_threshold=float(document["b0_threshold"]),
                 d_par=float(document["d_par"]),
                 d_iso=float(document["d_iso"]),

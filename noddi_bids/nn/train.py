@@ -524,6 +524,11 @@ def _train_and_export(
     result = train_network(
         data.inputs, targets, weights, settings, progress, standardise=features is not None
     )
+    network, spread = result.network, None
+    if features is not None:
+        start = time.perf_counter()
+        network, spread = train_spread(result.network, data.inputs, data.truth, settings)
+        spread["seconds"] = round(time.perf_counter() - start, 1)
     training = {
         **settings.to_dict(),
         "data": data.settings,
@@ -536,6 +541,7 @@ def _train_and_export(
         "device": result.device,
         "torch": torch.__version__,
         "command": command or "",
+        **({} if spread is None else {"spread": spread}),
     }
     metadata = ModelMetadata(
         scheme=scheme,
@@ -548,6 +554,109 @@ def _train_and_export(
         snr=data.settings["snr"],
         training=training,
         version=__version__,
+        spread=spread is not None,
     )
-    export_onnx(result.network, out, metadata)
+    export_onnx(network, out, metadata)
     return result
+
+
+class WithSpread(nn.Module):
+    """A network's estimates followed by the SD of their error: ``[mean, spread]`` columns."""
+
+    def __init__(self, mean: nn.Module, spread: nn.Module) -> None:
+        super().__init__()
+        self.mean = mean
+        self.spread = spread
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102 - torch hook
+        return torch.cat([self.mean(x), self.spread(x)], dim=1)
+
+
+#: Hidden units of the spread head, and its optimiser: Adam at 1e-3, batches of 1000, up to
+#: 40 epochs, stopping after 5 without a better validation loss.
+SPREAD_HIDDEN = (64, 64)
+_SPREAD_EPOCHS, _SPREAD_PATIENCE, _SPREAD_FLOOR = 40, 5, 1e-3
+
+
+def train_spread(
+    network: nn.Module, inputs: np.ndarray, truth: np.ndarray, settings: TrainingSettings
+) -> tuple[WithSpread, dict[str, Any]]:
+    """Train a head that predicts the SD of a trained network's error against the truth.
+
+    The network is frozen; a small network on the same (standardised) inputs outputs, per
+    parameter, ``sd = softplus(z) + 1e-3`` and is trained by the Gaussian negative
+    log-likelihood of the errors ``truth - estimate``: ``log sd + (error / sd)^2 / 2``. Its SD is
+    then the spread of the estimate's error around the truth (variance and bias together) for
+    inputs like this one: a per-voxel uncertainty at the cost of a second, smaller network.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The trained network (its first layer must be a :class:`Standardise`).
+    inputs : ndarray, shape (N, F)
+        Training inputs.
+    truth : ndarray, shape (N, 3)
+        Ground-truth parameters of the inputs (whatever labels the network was trained on).
+    settings : TrainingSettings
+        Seed, batch size, device and threads.
+
+    Returns
+    -------
+    network : WithSpread
+        The frozen network and the spread head, in evaluation mode on the CPU.
+    record : dict
+        Epochs run, best epoch and validation loss (negative log-likelihood).
+    """
+    device = _device(settings.device)
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    torch.manual_seed(settings.seed + 1)
+    network = network.to(device).eval()
+    x = torch.as_tensor(np.asarray(inputs, dtype=np.float32)).to(device)
+    with torch.no_grad():
+        error = torch.as_tensor(np.asarray(truth, dtype=np.float32)).to(device) - network(x)
+    scaling = network[0]
+    head = build_network(x.shape[1], SPREAD_HIDDEN, settings.elu_alpha,
+                         (scaling.mean.cpu().numpy(), scaling.scale.cpu().numpy()))  # fmt: skip
+    head[-1] = nn.Softplus()
+    head = nn.Sequential(head, _Floor(_SPREAD_FLOOR)).to(device)
+    order = torch.randperm(x.shape[0], generator=generator).to(device)
+    n_val = max(1, int(round(settings.validation_fraction * x.shape[0])))
+    validation, training = order[:n_val], order[n_val:]
+    optimiser = torch.optim.Adam(head.parameters(), lr=1e-3)
+
+    def nll(rows):
+        sd = head(x[rows])
+        return torch.mean(torch.log(sd) + 0.5 * (error[rows] / sd) ** 2)
+
+    best = (np.inf, 0, copy.deepcopy(head.state_dict()))
+    for epoch in range(_SPREAD_EPOCHS):
+        head.train()
+        shuffled = training[torch.randperm(training.numel(), generator=generator).to(device)]
+        for first in range(0, shuffled.numel(), settings.batch_size):
+            optimiser.zero_grad(set_to_none=True)
+            loss = nll(shuffled[first : first + settings.batch_size])
+            loss.backward()
+            optimiser.step()
+        head.eval()
+        with torch.no_grad():
+            value = float(nll(validation))
+        if value < best[0]:
+            best = (value, epoch + 1, copy.deepcopy(head.state_dict()))
+        if epoch + 1 - best[1] >= _SPREAD_PATIENCE:
+            break
+    head.load_state_dict(best[2])
+    LOGGER.info("Spread head: best validation NLL %.5f at epoch %d", best[0], best[1])
+    record = {"hidden": list(SPREAD_HIDDEN), "epochs_run": epoch + 1, "best_epoch": best[1],
+              "best_validation_nll": best[0]}  # fmt: skip
+    return WithSpread(network.cpu(), head.cpu()).eval(), record
+
+
+class _Floor(nn.Module):
+    """Add a constant (keeps an SD away from zero)."""
+
+    def __init__(self, floor: float) -> None:
+        super().__init__()
+        self.floor = floor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102 - torch hook
+        return x + self.floor
