@@ -336,6 +336,7 @@ class Node:
     ) -> None:
         work = self.spool.path("work") / folder.name
         maps_dir = self.spool.path("work") / f"{folder.name}-maps"
+        queued_s = time.time() - scheduled
         start = time.perf_counter()
         try:
             result = process_series(folder, work, maps_dir, self.config, self.estimators)
@@ -349,7 +350,7 @@ class Node:
             "voxels": result.voxels,
             "scheme": result.scheme,
             "model": result.model,
-            "queued_s": round(time.time() - scheduled, 4),
+            "queued_s": round(queued_s, 4),
             "process_s": round(time.perf_counter() - start, 4),
         }
         deliver(state, maps_dir, info)
