@@ -1,15 +1,21 @@
-"""The inline node's parts without networking: settings, completeness rules, spool bound."""
+"""The inline node's parts: settings, completeness rules, spool bound, TLS."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 
 import pytest
+from pacs import free_port
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from noddi_bids.cli.node import main
-from noddi_bids.node.config import ConfigError, load_config
+from noddi_bids.node.config import ConfigError, NodeConfig, TlsSettings, load_config
 from noddi_bids.node.headers import InstanceInfo
+from noddi_bids.node.server import Node
 from noddi_bids.node.spool import Spool, SpoolFull
 from noddi_bids.node.tracker import SeriesTracker
 
@@ -115,3 +121,35 @@ def test_restart_puts_interrupted_series_back(tmp_path):
         "1.2.3.2.dcm",
     ]
     assert not list((tmp_path / "spool" / "processing").iterdir())
+
+
+def test_tls_node_answers_only_over_tls(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "node.pem", tmp_path / "node.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key),
+         "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = TlsSettings(certificate=cert, key=key)
+    config = NodeConfig(host="127.0.0.1", port=free_port(), spool_dir=tmp_path / "spool", tls=tls)
+    node = Node(config)
+    node.start()
+    try:
+
+        def echo(tls_args):
+            ae = AE(ae_title="CLIENT")
+            ae.add_requested_context(Verification)
+            ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 5
+            assoc = ae.associate("127.0.0.1", config.port, ae_title="NODDI", tls_args=tls_args)
+            ok = assoc.is_established and assoc.send_c_echo().Status == 0
+            if assoc.is_established:
+                assoc.release()
+            return ok
+
+        assert echo((TlsSettings(ca_certificates=cert).client_context(), "localhost"))
+        assert not echo(None)
+    finally:
+        node.stop()
