@@ -26,8 +26,14 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage
-from pydicom.valuerep import format_number_as_ds
+from pydicom.multival import MultiValue
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    SecondaryCaptureImageStorage,
+)
+from pydicom.valuerep import PersonName, format_number_as_ds
 
 from noddi_bids import __version__
 from noddi_bids.atomic import atomic_target
@@ -214,6 +220,34 @@ def patient_attributes_from_bids(
     return attrs
 
 
+def patient_attributes_from_dicom(source: Dataset) -> dict:
+    """Collect the patient/study attributes of a source DICOM instance for the maps.
+
+    Parameters
+    ----------
+    source : pydicom Dataset
+        An instance of the series the maps are computed from.
+
+    Returns
+    -------
+    dict
+        DICOM keyword -> value for every attribute :func:`write_parametric_map_series` accepts
+        that the source carries with a value (names as text, multi-valued attributes as lists).
+    """
+    attrs = {}
+    for keyword in sorted(_ALLOWED_ATTRIBUTES):
+        value = source.get(keyword)
+        if value in (None, ""):
+            continue
+        if isinstance(value, MultiValue):
+            attrs[keyword] = [str(v) for v in value]
+        elif isinstance(value, str | PersonName):
+            attrs[keyword] = str(value)
+        else:
+            attrs[keyword] = value
+    return attrs
+
+
 def write_parametric_map_series(
     nifti: str | os.PathLike | nb.spatialimages.SpatialImage,
     out_dir: str | os.PathLike,
@@ -224,6 +258,8 @@ def write_parametric_map_series(
     study_uid: str,
     patient: Mapping | None = None,
     frame_of_reference_uid: str | None = None,
+    description: str | None = None,
+    source_series: str | None = None,
 ) -> list[Path]:
     """Write one NODDI map as a DICOM MR series, one instance per slice.
 
@@ -255,6 +291,12 @@ def write_parametric_map_series(
     frame_of_reference_uid : str or None
         FrameOfReferenceUID; defaults to one derived from ``study_uid`` (same for every map of the
         session, since they share the DWI geometry).
+    description : str or None
+        SeriesDescription (64 characters at most); default ``NODDI <ODI|NDI|FWF> <estimator>``.
+    source_series : str or None
+        SeriesInstanceUID of the diffusion series the map was computed from, in the same study;
+        recorded in RelatedSeriesSequence (0008,1250) with the purpose "Source image for image
+        processing operation" (DCM 121322).
 
     Returns
     -------
@@ -270,18 +312,16 @@ def write_parametric_map_series(
     values = _as_3d(img)
     stored = quantise(values)
     geometry = slice_geometry(img.affine, values.shape)
-    attrs = _patient_defaults(patient or {})
     series_uid = generate_uid(
         "series", study_uid, param_short, est_short, series_number, _digest(stored, img.affine)
     )
-    frame_uid = frame_of_reference_uid or generate_uid("frame-of-reference", study_uid)
     base = _series_dataset(
-        attrs,
+        patient,
         study_uid=study_uid,
         series_uid=series_uid,
-        frame_uid=frame_uid,
+        frame_uid=frame_of_reference_uid,
         series_number=int(series_number),
-        description=f"NODDI {param_short} {est_short}",
+        description=description or f"NODDI {param_short} {est_short}",
         comment=(
             f"NODDI {param_long} ({param_short}), estimator {est_short} ({est_long}). Stored value "
             f"= round({SCALE} x {param_short}), clipped to [0, 1] (NaN -> 0); real value = stored "
@@ -289,19 +329,121 @@ def write_parametric_map_series(
         ),
         geometry=geometry,
         shape=values.shape,
+        source_series=source_series,
     )
-    out_dir = Path(out_dir)
+    return _write_instances(base, stored, geometry, Path(out_dir), f"{param_short}_{est_short}")
+
+
+def write_direction_series(
+    direction: np.ndarray,
+    weight: np.ndarray,
+    affine: np.ndarray,
+    out_dir: str | os.PathLike,
+    *,
+    series_number: int,
+    study_uid: str,
+    patient: Mapping | None = None,
+    frame_of_reference_uid: str | None = None,
+    description: str = "NODDI direction (colour)",
+    weight_description: str = "brightness: the weight map",
+    source_series: str | None = None,
+) -> list[Path]:
+    """Write a fibre-direction map as a direction-encoded colour series, one instance per slice.
+
+    Colour follows the usual convention of diffusion tensor colour maps: red = left-right,
+    green = anterior-posterior, blue = superior-inferior, each channel
+    ``round(255 * |direction . axis| * weight)``. The instances are 8-bit RGB *Secondary
+    Capture Image Storage* (MR Image Storage allows only greyscale) with the Frame of Reference
+    and Image Plane attributes of the maps, so viewers place them like the other series.
+
+    Parameters
+    ----------
+    direction : ndarray, shape (X, Y, Z, 3)
+        Unit vectors in the FSL/BIDS b-vector frame of an image with ``affine`` (sign arbitrary;
+        zero where there is no estimate).
+    weight : ndarray, shape (X, Y, Z)
+        Brightness in [0, 1] (clipped; non-finite -> 0).
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world (RAS+, mm) transform of the maps.
+    out_dir : path
+        The series folder to create (atomically, as :func:`write_parametric_map_series`).
+    series_number, study_uid, patient, frame_of_reference_uid, source_series
+        As in :func:`write_parametric_map_series`.
+    description : str
+        SeriesDescription.
+    weight_description : str
+        What the brightness is, for ImageComments.
+
+    Returns
+    -------
+    list of Path
+        The written files in slice order.
+    """
+    direction = np.asarray(direction, dtype=np.float64)
+    shape = direction.shape[:3]
+    if direction.shape[3:] != (3,) or np.shape(weight) != shape:
+        raise ValueError(
+            f"direction must have shape (X, Y, Z, 3) and weight (X, Y, Z); got {direction.shape} "
+            f"and {np.shape(weight)}."
+        )
+    patient_frame = bvecs_to_patient(np.nan_to_num(direction.reshape(-1, 3)), affine)
+    brightness = np.clip(np.nan_to_num(np.asarray(weight, dtype=np.float64)), 0.0, 1.0)
+    colour = np.abs(patient_frame).reshape(*shape, 3) * brightness[..., None]
+    stored = np.rint(np.clip(colour, 0.0, 1.0) * 255).astype(np.uint8)
+    geometry = slice_geometry(affine, shape)
+    series_uid = generate_uid(
+        "series", study_uid, "direction", series_number, _digest(stored, np.asarray(affine))
+    )
+    base = _series_dataset(
+        patient,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_uid=frame_of_reference_uid,
+        series_number=int(series_number),
+        description=description,
+        comment=(
+            "NODDI mean fibre direction, colour-coded: red = left-right, green = "
+            f"anterior-posterior, blue = superior-inferior; {weight_description}. Written by "
+            f"noddi-bids {__version__}."
+        ),
+        geometry=geometry,
+        shape=shape,
+        source_series=source_series,
+    )
+    base.SOPClassUID = SecondaryCaptureImageStorage
+    base.ConversionType = "WSD"
+    for keyword in _MR_ONLY:
+        if keyword in base:
+            delattr(base, keyword)
+    base.SamplesPerPixel = 3
+    base.PhotometricInterpretation = "RGB"
+    base.PlanarConfiguration = 0
+    base.BitsAllocated = base.BitsStored = 8
+    base.HighBit = 7
+    return _write_instances(base, stored, geometry, Path(out_dir), "DIRECTION")
+
+
+#: MR Image module and rescale attributes left out of the colour (Secondary Capture) series.
+_MR_ONLY = (
+    "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType", "EchoTime",
+    "RepetitionTime", "EchoTrainLength", "MagneticFieldStrength", "RescaleIntercept",
+    "RescaleSlope", "RescaleType",
+)  # fmt: skip
+
+
+def _write_instances(
+    base: Dataset, stored: np.ndarray, geometry: dict, out_dir: Path, prefix: str
+) -> list[Path]:
+    """Write one instance per slice of ``stored`` (X, Y, Z[, channels]) into a new folder."""
     with atomic_target(out_dir) as tmp:
         tmp.mkdir()
         names = []
-        for k in range(values.shape[2]):
-            ds = _instance_dataset(base, stored[:, :, k], k, geometry, series_uid)
-            name = f"{param_short}_{est_short}_{k + 1:04d}.dcm"
+        for k in range(stored.shape[2]):
+            ds = _instance_dataset(base, stored[:, :, k], k, geometry, base.SeriesInstanceUID)
+            name = f"{prefix}_{k + 1:04d}.dcm"
             ds.save_as(tmp / name, enforce_file_format=True)
             names.append(name)
-    LOGGER.info(
-        "Wrote %d DICOM instances of %s %s to %s", len(names), param_short, est_short, out_dir
-    )
+    LOGGER.info("Wrote %d DICOM instances of %s to %s", len(names), prefix, out_dir)
     return [out_dir / name for name in names]
 
 
@@ -381,19 +523,57 @@ def slice_geometry(affine: np.ndarray, shape: tuple[int, int, int]) -> dict:
     }
 
 
+def bvecs_to_patient(bvecs: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Turn FSL/BIDS b-vectors (image frame) into DICOM patient directions (LPS+).
+
+    FSL's b-vectors are in the image's voxel axes, with the first axis flipped when the
+    voxel-to-world matrix has a positive determinant (neurological storage); DICOM's
+    DiffusionGradientOrientation (0018,9089) is in the patient frame.
+
+    Parameters
+    ----------
+    bvecs : ndarray, shape (M, 3)
+        Vectors in the FSL convention of an image with voxel-to-world (RAS+) ``affine``.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world transform of the image the vectors belong to.
+
+    Returns
+    -------
+    ndarray, shape (M, 3)
+        Directions in patient coordinates (LPS+); unit length where the input was, zero rows
+        stay zero.
+
+    Examples
+    --------
+    >>> bvecs_to_patient(np.array([[1.0, 0.0, 0.0]]), np.diag([2.0, 2.0, 2.0, 1.0])).tolist()
+    [[1.0, 0.0, 0.0]]
+    """
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    axes = axes / np.linalg.norm(axes, axis=0)
+    flip = np.diag([-1.0 if np.linalg.det(axes) > 0 else 1.0, 1.0, 1.0])
+    return np.asarray(bvecs, dtype=np.float64) @ (np.diag([-1.0, -1.0, 1.0]) @ axes @ flip).T + 0.0
+
+
 def _series_dataset(
-    attrs: Mapping,
+    patient: Mapping | None,
     *,
     study_uid: str,
     series_uid: str,
-    frame_uid: str,
+    frame_uid: str | None,
     series_number: int,
     description: str,
     comment: str,
     geometry: dict,
     shape: tuple[int, int, int],
+    source_series: str | None = None,
 ) -> Dataset:
-    """Build the attributes shared by every instance of the series."""
+    """Build the attributes shared by every instance of the series.
+
+    ``patient`` is checked and completed with placeholders (:func:`_patient_defaults`);
+    ``frame_uid`` defaults to one derived from the study.
+    """
+    attrs = _patient_defaults(patient or {})
+    frame_uid = frame_uid or generate_uid("frame-of-reference", study_uid)
     now = _dt.datetime.now()
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
@@ -427,6 +607,16 @@ def _series_dataset(
     ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
     if "BodyPartExamined" in attrs:
         ds.BodyPartExamined = str(attrs["BodyPartExamined"])[:16]
+    if source_series:
+        related = Dataset()
+        related.StudyInstanceUID = study_uid
+        related.SeriesInstanceUID = source_series
+        purpose = Dataset()
+        purpose.CodeValue = "121322"
+        purpose.CodingSchemeDesignator = "DCM"
+        purpose.CodeMeaning = "Source image for image processing operation"
+        related.PurposeOfReferenceCodeSequence = [purpose]
+        ds.RelatedSeriesSequence = [related]
     ds.PatientPosition = attrs.get("PatientPosition", "")
     # Frame of Reference module.
     ds.FrameOfReferenceUID = frame_uid
@@ -486,7 +676,9 @@ def _instance_dataset(
     ds.InstanceNumber = k + 1
     ds.ImagePositionPatient = [_ds_value(v) for v in geometry["positions"][k]]
     ds.SliceLocation = _ds_value(geometry["slice_locations"][k])
-    ds.PixelData = np.ascontiguousarray(plane.T).astype("<u2").tobytes()
+    rows_first = np.swapaxes(plane, 0, 1)  # DICOM rows run along the second voxel axis
+    dtype = "<u2" if base.BitsAllocated == 16 else "u1"
+    ds.PixelData = np.ascontiguousarray(rows_first).astype(dtype).tobytes()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = base.SOPClassUID
     meta.MediaStorageSOPInstanceUID = sop_uid
