@@ -17,8 +17,8 @@
 #    numba kernel may be compiled at run time;
 # 5. runs 3 and 4 outside the container too (the noddi-bids of this checkout, on PATH) and
 #    compares every map and table (within 1e-6);
-# 6. checks --version, --help and the exit codes 16 (not a BIDS dataset, nothing written) and
-#    64 (bad usage).
+# 6. checks --version, --help and the exit codes 16 (not a BIDS dataset, nothing written), 17
+#    (unknown analysis level) and 64 (bad usage).
 # It ends with the figures: build times, image size, run times inside and outside.
 #
 # Needs a running Docker engine, or Podman (used when Docker is absent); python3 with this
@@ -52,7 +52,7 @@ say() { printf '\n=== %s\n' "$*"; }
 die() { printf 'build_and_test.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 now() { date +%s.%N; }
 seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", b - a }'; }
-figure() { FIGURES+=("$(printf '%-52s %s' "$1" "$2")"); }
+figure() { FIGURES+=("$(printf '%-52s %s' "$1" "$2")"); echo "${FIGURES[-1]}"; }
 
 cleanup() {
     if [[ "${KEEP:-0}" == 1 ]]; then
@@ -125,7 +125,7 @@ if [[ "${BASE_IMAGE:-}" == localhost/debian:bookworm-min ]] && ! engine image ex
     debootstrap --variant=minbase bookworm "$SCRATCH/rootfs" > "$SCRATCH/debootstrap.log" 2>&1 \
         || die "debootstrap failed (log: $SCRATCH/debootstrap.log)"
     rm -rf "$SCRATCH"/rootfs/var/cache/apt/archives/*.deb "$SCRATCH"/rootfs/var/lib/apt/lists/*
-    tar -C "$SCRATCH/rootfs" -c . | engine import - "$BASE_IMAGE" >/dev/null
+    tar -C "$SCRATCH/rootfs" -c . | engine import - "$BASE_IMAGE" >> "$SCRATCH/debootstrap.log" 2>&1
     rm -rf "$SCRATCH/rootfs"
     figure "base image (debootstrap + import), s" "$(seconds "$start" "$(now)")"
 fi
@@ -254,20 +254,25 @@ say "5. maps and tables, inside against outside (within 1e-6)"
 say "6. --version, --help, exit codes"
 version=$(app "$IMAGE" --version)
 [[ "$version" == "noddi-bids $VERSION" ]] || die "--version printed '$version'"
-[[ "$(app "$IMAGE" --help)" == *analysis_level* ]] || die "--help does not show the usage"
+[[ "$(app "$IMAGE" --help)" == "usage: noddi-bids "*participant* ]] || die "--help does not show the usage"
 app "$IMAGE" > /dev/null || die "the default command (--help) failed"
 folder "$SCRATCH/empty" "$SCRATCH/out16"
-status=0
-app -v "$SCRATCH/empty:/data:ro" -v "$SCRATCH/out16:/out" "$IMAGE" /data /out/noddi participant \
-    2> "$SCRATCH/exit16.log" || status=$?
-[[ "$status" == 16 ]] || die "not a BIDS dataset: exit $status, not 16 ($(cat "$SCRATCH/exit16.log"))"
+# expect CODE LOG ARGUMENT...: the app exits with CODE
+expect() {
+    local code=$1 log=$2 status=0
+    shift 2
+    app "$IMAGE" "$@" 2> "$log" || status=$?
+    [[ "$status" == "$code" ]] || die "noddi-bids $*: exit $status, not $code ($(cat "$log"))"
+    echo "exit $code: $(tail -1 "$log")"
+}
+echo "$version; --help shows the usage"
+RUN_OPTS+=(-v "$SCRATCH/empty:/data:ro" -v "$SCRATCH/out16:/out")
+expect 16 "$SCRATCH/exit16.log" /data /out/noddi participant
 [[ -z "$(ls -A "$SCRATCH/out16")" ]] || die "exit 16 left files in the output folder"
-status=0
-app "$IMAGE" /data /out bogus-level 2> "$SCRATCH/exit64.log" || status=$?
-[[ "$status" == 64 ]] || die "bad usage: exit $status, not 64 ($(cat "$SCRATCH/exit64.log"))"
-echo "$version; --help ok; exit 16: $(cat "$SCRATCH/exit16.log")"
-echo "exit 64: $(tail -1 "$SCRATCH/exit64.log")"
+expect 17 "$SCRATCH/exit17.log" /data /out session
+expect 64 "$SCRATCH/exit64.log" /data /out participant --nprocs 0
 
+figure "the whole check, min" "$(awk -v s="$SECONDS" 'BEGIN { printf "%.1f", s / 60 }')"
 say "figures ($ENGINE, $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg))"
 printf '%s\n' "${FIGURES[@]}"
 echo "build_and_test.sh: all checks passed"
