@@ -84,8 +84,8 @@ if torch.version.cuda else 0)" \
  && python -c "import matplotlib.font_manager"
 
 # The compiled kernels (numba), warmed from their own sources first: this layer and its cache
-# survive every change outside fit/, model/ and nn/ (the package runs from these files in place,
-# so the sources keep the times numba's cache checks).
+# survive every change outside fit/, model/, nn/ and the few modules copied with them (the
+# package runs from these files in place, so they keep the file times numba's cache checks).
 WORKDIR /opt/noddi-bids/src
 COPY noddi_bids/__init__.py noddi_bids/progress.py noddi_bids/caches.py noddi_bids/atomic.py \
      noddi_bids/
