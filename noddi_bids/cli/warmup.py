@@ -22,7 +22,9 @@ def warm_up() -> float:
     """Compile (or load from the cache) every kernel of the fit and of the signal synthesis.
 
     Fits a few synthetic voxels of the reference scheme from the grid search and from given
-    parameters, and synthesises their signals, which touches every compiled function.
+    parameters, and synthesises their signals, which touches every compiled function; then
+    makes a few samples of training data on random schemes, as ``--model auto`` does, whose
+    tables reach the same kernels as arrays of other types (writable rather than read-only).
 
     Returns
     -------
@@ -31,7 +33,8 @@ def warm_up() -> float:
     """
     from noddi_bids.fit.mle import NoddiMLE
     from noddi_bids.model.scheme import reference_scheme
-    from noddi_bids.nn.synth import synthesise_signals
+    from noddi_bids.nn.features import FeatureSpec
+    from noddi_bids.nn.synth import make_invariant_training_set, synthesise_signals
 
     start = time.perf_counter()
     scheme = reference_scheme()
@@ -43,6 +46,7 @@ def warm_up() -> float:
     sigma = np.full(truth.shape[0], 0.05)
     fitter.fit(signals, sigma=sigma, progress=False)
     fitter.fit(signals, sigma=sigma, init=init, progress=False)
+    make_invariant_training_set(FeatureSpec.for_scheme(scheme), 8, n_schemes=2, progress=False)
     return time.perf_counter() - start
 
 

@@ -101,12 +101,13 @@ def make_block_dataset(
     snr: float = 30.0,
     s0: float = 1000.0,
     seed: int = 0,
+    scheme: Scheme | None = None,
 ) -> Path:
     """Write a tiny one-participant BIDS dataset for quick end-to-end runs (smoke tests, CI).
 
     A block of random NODDI voxels (ODI 0.1-0.9, NDI 0.2-0.8, FWF 0-0.4, random orientations)
-    inside a two-voxel noise-only border, reference protocol, Rician noise at ``snr``, 2 mm
-    voxels, stored as float32.
+    inside a two-voxel noise-only border, Rician noise at ``snr``, 2 mm voxels, stored as
+    float32.
 
     Parameters
     ----------
@@ -120,6 +121,8 @@ def make_block_dataset(
         b = 0 signal of the block.
     seed : int
         Random seed (parameters and noise).
+    scheme : Scheme, optional
+        Acquisition protocol (default: the reference protocol).
 
     Returns
     -------
@@ -127,7 +130,7 @@ def make_block_dataset(
         ``root``.
     """
     rng = np.random.default_rng(seed)
-    scheme = reference_scheme()
+    scheme = scheme or reference_scheme()
     brain = np.zeros(shape, bool)
     brain[2:-2, 2:-2, :] = True
     n = int(brain.sum())

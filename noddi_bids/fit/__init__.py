@@ -2,30 +2,21 @@
 
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from noddi_bids.caches import writable_cache
 
 
 def _ensure_writable_numba_cache() -> None:
     """Point numba's kernel cache at a writable folder before the kernels are compiled.
 
-    numba caches next to the sources or in ``NUMBA_CACHE_DIR``; in a read-only container image
-    (Apptainer) neither may be writable, and numba then refuses to compile cached functions.
-    Fall back to a per-user folder under the temporary directory.
+    numba caches next to the sources or in ``NUMBA_CACHE_DIR``, and uses neither unless it can
+    write there; in a read-only container image (Apptainer) the image's warm cache is copied to
+    a per-user folder under the temporary directory (:func:`noddi_bids.caches.writable_cache`).
     """
     configured = os.environ.get("NUMBA_CACHE_DIR")
-    target = Path(configured) if configured else Path(__file__).parent
-    if configured:
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            pass  # not creatable: fall back below
-    if os.access(target, os.W_OK):
-        return
-    fallback = Path(tempfile.gettempdir()) / f"noddi-bids-numba-{os.getuid()}"
-    fallback.mkdir(parents=True, exist_ok=True)
-    os.environ["NUMBA_CACHE_DIR"] = str(fallback)
-    if "numba" in sys.modules:
+    writable_cache("NUMBA_CACHE_DIR", "numba", default=Path(__file__).parent)
+    if os.environ.get("NUMBA_CACHE_DIR") != configured and "numba" in sys.modules:
         sys.modules["numba"].config.reload_config()
 
 

@@ -19,7 +19,6 @@ from packaging.utils import canonicalize_name
 
 ROOT = "noddi-bids"
 HERE = "workflows/docker"
-HERE = "workflows/docker"
 
 
 def closure(root: str = ROOT) -> dict[str, str]:

@@ -3,8 +3,9 @@
 1. The shipped networks exist (``noddi_bids.nn.store.shipped_models``).
 2. The participant level runs end to end on a tiny synthetic dataset (reference protocol, NODDI
    signals with Rician noise) with the network and the MLE fit, and writes the three maps of each
-   estimator. This compiles the numba kernels into ``$NUMBA_CACHE_DIR`` and builds Matplotlib's
-   font cache in ``$MPLCONFIGDIR``, so containers start warm.
+   estimator. At build time this compiles any numba kernel ``noddi-bids-warmup`` did not into
+   ``$NUMBA_CACHE_DIR`` and builds Matplotlib's font cache in ``$MPLCONFIGDIR``, so containers
+   start warm; in a read-only container it runs on writable copies of those caches.
 
 Run by the Dockerfile; also usable on any installation: ``python workflows/docker/smoke_test.py``.
 Exits non-zero with a message if anything is missing.
@@ -78,6 +79,7 @@ def warm_matplotlib() -> None:
 
 def main() -> None:
     """Run the checks in a temporary folder that is removed afterwards."""
+    import noddi_bids.cli  # noqa: F401 - the entry points' environment (writable caches)
     from noddi_bids.example.bids import make_block_dataset
 
     check_shipped_models()
