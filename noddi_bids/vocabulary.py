@@ -5,7 +5,9 @@ Every spelling is written here once, and every output takes it from here:
 - a parameter has a name in noddi-bids (``odi``, ``ndi``, ``fwf``, ``direction``: keys in code,
   table columns such as ``odi_mean``), a BIDS ``param-`` label from the diffusion-derivatives
   proposal (``od``, ``icvf``, ``isovf``, ``direction``: file names, DICOM folders), a display
-  name (``ODI``: reports, DICOM series), words, a sidecar description and units;
+  name (``ODI``: reports, DICOM series), words, a sidecar description and units; so have the
+  goodness-of-fit maps of an estimate (``rmse``, ``nrmse``, as QSIRecon names AMICO's) and the
+  voxel flags it writes as masks (``outofmodel``);
 - an estimator has a BIDS ``desc-`` label (``nnmle``, ``nngt``, ``nnhybrid``, ``mle``: file names,
   tables, DICOM folders), a display name (the study's ``NN_MLE``: reports), a DICOM name (the
   display name with hyphens, ``NN-MLE``, since underscores separate the parts of the DICOM file
@@ -133,8 +135,49 @@ MAPS: dict[str, Parameter] = {
 }
 #: The scalar NODDI parameters (tables, DICOM series, figures), in order.
 PARAMETERS = ("odi", "ndi", "fwf")
-#: ``param-`` label -> parameter name.
-PARAMETER_OF_LABEL = {p.label: p.name for p in MAPS.values()}
+#: Goodness-of-fit maps of an estimate (:mod:`noddi_bids.qc.residuals`), by name, in order.
+QUALITY_MAPS: dict[str, Parameter] = {
+    p.name: p
+    for p in (
+        Parameter(
+            "rmse",
+            "rmse",
+            "RMSE",
+            "root-mean-square error of the predicted signal",
+            "Root-mean-square difference, over all volumes, between the measured signal and "
+            "the signal the estimate predicts (forward model, S0, fibre direction), in the "
+            "units of the dwi image",
+            "arbitrary",
+        ),
+        Parameter(
+            "nrmse",
+            "nrmse",
+            "NRMSE",
+            "normalised root-mean-square error of the predicted signal",
+            "RMSE divided by the voxel's mean b = 0 signal",
+            "fraction",
+        ),
+    )
+}
+#: Voxel flags an estimate writes as masks (``model-noddi_param-<label>_desc-<est>_mask``).
+FLAGS: dict[str, Parameter] = {
+    p.name: p
+    for p in (
+        Parameter(
+            "outofmodel",
+            "outofmodel",
+            "out of model",
+            "voxels the model does not fit",
+            "Voxels whose NRMSE exceeds OutOfModelRatio times the local noise level of the "
+            "normalised signal (the model does not explain the signal)",
+            "boolean",
+        ),
+    )
+}
+#: Every map and flag an estimator writes, by name.
+ALL_MAPS: dict[str, Parameter] = {**MAPS, **QUALITY_MAPS, **FLAGS}
+#: ``param-`` label -> name of a map or flag.
+PARAMETER_OF_LABEL = {p.label: p.name for p in ALL_MAPS.values()}
 
 #: Every estimator by ``desc-`` label: the networks first, then the fit.
 ESTIMATORS: dict[str, Estimator] = {
@@ -178,7 +221,7 @@ def estimator(label: str) -> Estimator:
 
 
 def parameter(key: str) -> Parameter:
-    """Return the parameter of a name or ``param-`` label (``odi`` or ``od``).
+    """Return the map or flag of a name or ``param-`` label (``odi`` or ``od``, ``nrmse``).
 
     Raises
     ------
@@ -187,7 +230,7 @@ def parameter(key: str) -> Parameter:
     """
     name = PARAMETER_OF_LABEL.get(key, key)
     try:
-        return MAPS[name]
+        return ALL_MAPS[name]
     except KeyError:
-        raise ValueError(f"Unknown parameter {key!r}; expected one of {list(MAPS)} or "
+        raise ValueError(f"Unknown parameter {key!r}; expected one of {list(ALL_MAPS)} or "
                          f"{list(PARAMETER_OF_LABEL)}.") from None  # fmt: skip

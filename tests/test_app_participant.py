@@ -78,6 +78,11 @@ def check_table_against_maps(folder: Path, prefix: str, estimators: list[str]) -
                 np.testing.assert_allclose(sd, expected.std(), rtol=0, atol=5e-5 + 1e-9)
             else:
                 assert np.isnan(mean) and np.isnan(sd)
+        nrmse = load(folder / stem.format("nrmse"))[mask][finite]
+        flags = load(folder / stem.format("outofmodel").replace("dwimap", "mask"))[mask][finite]
+        if row.n_voxels:
+            np.testing.assert_allclose(row.nrmse_median, np.median(nrmse), atol=5e-5 + 1e-9)
+            np.testing.assert_allclose(row.outofmodel_fraction, flags.mean(), atol=5e-5 + 1e-9)
     return table
 
 
@@ -90,7 +95,8 @@ def test_nn_only_builtin_tissues(tmp_path, model_cache, scheme_reads):
     names = sorted(p.name for p in folder.iterdir())
     expected = sorted(
         [f"sub-01_model-noddi_param-{p}_desc-nnmle_dwimap.{e}"
-         for p in [*PARAMS.values(), "direction"] for e in ("nii.gz", "json")]
+         for p in [*PARAMS.values(), "direction", "rmse", "nrmse"] for e in ("nii.gz", "json")]
+        + [f"sub-01_model-noddi_param-outofmodel_desc-nnmle_mask.{e}" for e in ("nii.gz", "json")]
         + [f"sub-01_label-{t}_mask.{e}" for t in ("WM", "GM", "CSF") for e in ("nii.gz", "json")]
         + ["sub-01_desc-brain_mask.nii.gz", "sub-01_desc-brain_mask.json",
            "sub-01_desc-meanb0_dwiref.nii.gz", "sub-01_desc-meanb0_dwiref.json",

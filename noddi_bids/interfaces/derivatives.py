@@ -22,7 +22,7 @@ from nipype.interfaces.base import (
 
 from noddi_bids.interfaces.specs import scheme_trait
 from noddi_bids.io import derivatives as io
-from noddi_bids.vocabulary import ESTIMATORS, MAPS, TISSUES
+from noddi_bids.vocabulary import ESTIMATORS, FLAGS, MAPS, QUALITY_MAPS, TISSUES
 
 
 class _DerivativesInputSpec(BaseInterfaceInputSpec):
@@ -83,14 +83,22 @@ class _WriteEstimateInputSpec(_ExcludedInputSpec):
     d_iso = traits.Float(mandatory=True, desc="free-water diffusivity, mm^2/s")
     details = traits.Dict(traits.Str, traits.Any, mandatory=True, desc="estimator's details")
     scheme = scheme_trait()
+    rmse_file = File(exists=True, desc="RMSE of the predicted signal")
+    nrmse_file = File(exists=True, desc="RMSE / mean b = 0")
+    outofmodel_file = File(exists=True, desc="out-of-model voxels")
+    quality = traits.Dict(traits.Str, traits.Any, desc="how the goodness of fit was computed")
 
 
 class _WriteEstimateOutputSpec(_WrittenOutputSpec):
-    map_files = traits.Dict(traits.Str, File(exists=True), desc="parameter name -> map written")
+    map_files = traits.Dict(traits.Str, File(exists=True), desc="map or flag name -> file written")
 
 
 class WriteEstimate(SimpleInterface):
-    """Write one estimator's maps (``model-noddi_param-<p>_desc-<estimator>_dwimap``)."""
+    """Write one estimator's maps (``model-noddi_param-<p>_desc-<estimator>_dwimap``).
+
+    Also its goodness-of-fit maps (``param-rmse``, ``param-nrmse``) and out-of-model voxels
+    (``model-noddi_param-outofmodel_desc-<estimator>_mask``) when given.
+    """
 
     input_spec = _WriteEstimateInputSpec
     always_run = True  # rewrite outputs even when the node is cached
@@ -99,16 +107,27 @@ class WriteEstimate(SimpleInterface):
     def _run_interface(self, runtime):
         inputs = self.inputs
         estimate = io.estimate_sidecar(
-            inputs.estimator, inputs.d_par, inputs.d_iso, inputs.scheme, inputs.details
+            inputs.estimator,
+            inputs.d_par,
+            inputs.d_iso,
+            inputs.scheme,
+            inputs.details,
         )
         excluded = _excluded(inputs)
+        quality = inputs.quality if isdefined(inputs.quality) else {}
         files, maps = [], {}
-        for name in MAPS:
+        for name in (*MAPS, *QUALITY_MAPS, *FLAGS):
             path = getattr(inputs, f"{name}_file")
             if not isdefined(path):
                 continue
-            target = io.map_path(inputs.output_dir, inputs.entities, name, inputs.estimator)
-            written = _write(inputs, path, target, io.map_sidecar(name, estimate, excluded))
+            if name in FLAGS:
+                target = io.flag_path(inputs.output_dir, inputs.entities, name, inputs.estimator)
+                sidecar = io.flag_sidecar(name, estimate, quality)
+            else:
+                target = io.map_path(inputs.output_dir, inputs.entities, name, inputs.estimator)
+                details = quality if name in QUALITY_MAPS else None
+                sidecar = io.map_sidecar(name, estimate, excluded, details)
+            written = _write(inputs, path, target, sidecar)
             maps[name] = written[0]
             files.extend(written)
         self._results.update(out_files=files, map_files=maps)

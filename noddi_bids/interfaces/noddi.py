@@ -8,13 +8,12 @@ details (:func:`noddi_bids.io.derivatives.network_details`, :func:`~.fit_details
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
-import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, traits
 
 from noddi_bids.interfaces.specs import SignalsInputSpec
+from noddi_bids.interfaces.volumes import save_volumes
 from noddi_bids.io import derivatives as io
 from noddi_bids.model.noddi import D_ISO
 from noddi_bids.vocabulary import ESTIMATORS, MAPS, MLE, NETWORK_ESTIMATORS
@@ -82,7 +81,7 @@ class NNEstimate(SimpleInterface):
             direction="direction" in maps,
         )
         self._results.update(
-            _save_maps(maps, self.inputs.mask_file),
+            save_volumes(maps, self.inputs.mask_file),
             estimator=NETWORK_ESTIMATORS[meta.labels],
             d_par=float(meta.d_par),
             d_iso=float(meta.d_iso),
@@ -97,6 +96,7 @@ class _MLEEstimateInputSpec(_EstimatorInputSpec):
 
 class _MLEEstimateOutputSpec(_EstimateOutputSpec):
     direction_file = File(exists=True, desc="mean fibre orientation (X, Y, Z, 3)")
+    s0_file = File(exists=True, desc="fitted S0 relative to the mean b = 0 (work folder only)")
 
 
 class MLEEstimate(SimpleInterface):
@@ -121,28 +121,12 @@ class MLEEstimate(SimpleInterface):
         model = NoddiMLE(inputs.scheme, d_par=inputs.d_par, n_threads=inputs.n_threads)
         fit = model.fit(signals, progress=False)
         converged = float(np.mean(fit.converged)) if fit.converged.size else 0.0
-        maps = {name: getattr(fit, name) for name in MAPS}
+        maps = {name: getattr(fit, name) for name in (*MAPS, "s0")}
         self._results.update(
-            _save_maps(maps, self.inputs.mask_file),
+            save_volumes(maps, self.inputs.mask_file),
             estimator=MLE,
             d_par=self.inputs.d_par,
             d_iso=D_ISO,
             details=io.fit_details(converged),
         )
         return runtime
-
-
-def _save_maps(maps: Mapping[str, np.ndarray], mask_file: str) -> dict[str, str]:
-    """Write each map as a volume (0 outside the mask); return ``{<name>_file: path}``."""
-    mask_image = nib.load(mask_file)
-    mask = np.asarray(mask_image.dataobj) > 0
-    header = mask_image.header.copy()
-    header.set_data_dtype(np.float32)
-    files = {}
-    for name, values in maps.items():
-        values = np.asarray(values, dtype=np.float32)
-        volume = np.zeros(mask.shape + values.shape[1:], dtype=np.float32)
-        volume[mask] = values
-        files[f"{name}_file"] = os.path.abspath(f"{name}.nii.gz")
-        nib.Nifti1Image(volume, mask_image.affine, header).to_filename(files[f"{name}_file"])
-    return files

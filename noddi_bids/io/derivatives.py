@@ -39,7 +39,8 @@ from noddi_bids.atomic import atomic_target
 from noddi_bids.model.scheme import Scheme
 from noddi_bids.tissue import synthseg
 from noddi_bids.tissue.stats import TABLE_COLUMNS
-from noddi_bids.vocabulary import MAPS, TISSUE_NAMES, estimator
+from noddi_bids.vocabulary import FLAGS, TISSUE_NAMES, estimator
+from noddi_bids.vocabulary import parameter as find_parameter
 
 #: Order of entities in derivative names (BIDS order, then the diffusion-derivatives ones).
 ENTITY_ORDER = (
@@ -53,9 +54,11 @@ INPUT_DATASET = {"raw": "raw", "derivative": "preprocessed"}
 #: does. Folders are named without a trailing slash (the schema validator tests folder paths
 #: without one).
 BIDSIGNORE = (
-    "# diffusion-derivatives proposal (BEP016): model-/param- maps, reference images\n"
+    "# diffusion-derivatives proposal (BEP016): model-/param- maps, reference images, and the\n"
+    "# voxel flags of an estimate (masks with model-/param- entities)\n"
     "*_dwimap.nii.gz\n"
     "*_dwimap.json\n"
+    "*_model-*\n"
     "*_dwiref.nii.gz\n"
     "*_dwiref.json\n"
     "# per-run tables (desc-tissue_stats) and group tables\n"
@@ -113,7 +116,11 @@ def derivative_path(
 
 
 def estimate_sidecar(
-    label: str, d_par: float, d_iso: float, scheme: Scheme, details: Mapping[str, Any]
+    label: str,
+    d_par: float,
+    d_iso: float,
+    scheme: Scheme,
+    details: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Sidecar content shared by the maps of one estimator.
 
@@ -216,25 +223,80 @@ def excluded_voxels(n_nonfinite: int, n_nonpositive_b0: int) -> dict[str, int]:
 
 
 def map_sidecar(
-    parameter: str, estimate: Mapping[str, Any], excluded: Mapping[str, int]
+    name: str,
+    estimate: Mapping[str, Any],
+    excluded: Mapping[str, int],
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Sidecar of one map: the parameter in words and units, the estimate, excluded voxels.
+    """Sidecar of one map: what it holds in words and units, the estimate, excluded voxels.
 
     Parameters
     ----------
-    parameter : str
-        Parameter name (``odi``, ``ndi``, ``fwf``, ``direction``).
+    name : str
+        Name of the map (:data:`noddi_bids.vocabulary.ALL_MAPS`: ``odi``, ..., ``nrmse``).
     estimate : mapping
         :func:`estimate_sidecar` of the estimator.
     excluded : mapping
         :func:`excluded_voxels` of the run.
+    details : mapping, optional
+        How the map was made, beyond the estimate (:func:`quality_details`).
     """
     return {
-        "Description": MAPS[parameter].description,
-        "Units": MAPS[parameter].units,
+        "Description": find_parameter(name).description,
+        "Units": find_parameter(name).units,
         **estimate,
+        **(details or {}),
         "ExcludedVoxels": dict(excluded),
     }
+
+
+def quality_details(
+    predicted_s0: str, noise_block: int, out_of_model: tuple[float, int] | None
+) -> dict[str, Any]:
+    """How the goodness-of-fit maps and flags of an estimate were made (:mod:`noddi_bids.qc`).
+
+    Parameters
+    ----------
+    predicted_s0 : str
+        Which S0 the prediction used, in words.
+    noise_block : int
+        Side of the block of the local noise level, voxels.
+    out_of_model : tuple or None
+        The out-of-model ratio and the number of voxels flagged; None when there is no noise
+        level (fewer than two b = 0 volumes).
+    """
+    details: dict[str, Any] = {
+        "PredictedSignal": "NODDI forward model of the estimate (ODI, NDI, FWF, fibre "
+        "direction, Dpar, Diso)",
+        "PredictedS0": predicted_s0,
+        "Volumes": "all, b = 0 included",
+        "RMSE": "sqrt(mean over volumes of (measured - predicted)^2), units of the dwi image",
+        "NRMSE": "RMSE / mean b = 0 signal of the voxel",
+        "NoiseLevel": f"median over the brain voxels of the {noise_block}x{noise_block}x"
+        f"{noise_block} block of the SD (ddof 1) of the b = 0 signals / mean b = 0, divided by "
+        "median(chi_k)/sqrt(k), k = b = 0 volumes - 1",
+    }
+    if out_of_model is not None:
+        details["OutOfModelRatio"] = float(out_of_model[0])
+        details["OutOfModelVoxels"] = int(out_of_model[1])
+    return {"FitQuality": details}
+
+
+def flag_sidecar(
+    flag: str, estimate: Mapping[str, Any], details: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Sidecar of a voxel flag of an estimate (``model-noddi_param-<flag>_desc-<est>_mask``).
+
+    Parameters
+    ----------
+    flag : str
+        Name of the flag (:data:`noddi_bids.vocabulary.FLAGS`).
+    estimate : mapping
+        :func:`estimate_sidecar` of the estimator.
+    details : mapping
+        How the flag was set (:func:`quality_details`).
+    """
+    return {"Type": "ROI", "Description": FLAGS[flag].description, **estimate, **details}
 
 
 def reference_sidecar() -> dict[str, Any]:
@@ -359,7 +421,8 @@ def map_path(output_dir: Path, source: Mapping[str, str], parameter: str, label:
     output_dir, source
         As for :func:`derivative_path`.
     parameter : str
-        Parameter name (:data:`noddi_bids.vocabulary.MAPS`), written as its ``param-`` label.
+        Name of the map (:data:`noddi_bids.vocabulary.ALL_MAPS`), written as its ``param-``
+        label.
     label : str
         ``desc-`` label of the estimator (:data:`noddi_bids.vocabulary.ESTIMATORS`).
 
@@ -374,9 +437,23 @@ def map_path(output_dir: Path, source: Mapping[str, str], parameter: str, label:
     'sub-01_model-noddi_param-icvf_desc-nnhybrid_dwimap.nii.gz'
     """
     desc = estimator(label).label
-    param = MAPS[parameter].label
+    param = find_parameter(parameter).label
     return derivative_path(
         output_dir, source, "dwimap", ".nii.gz", model="noddi", param=param, desc=desc
+    )
+
+
+def flag_path(output_dir: Path, source: Mapping[str, str], flag: str, label: str) -> Path:
+    """Path of a voxel flag of an estimate: ``..._model-noddi_param-<flag>_desc-<est>_mask``.
+
+    Examples
+    --------
+    >>> flag_path(Path("out"), {"sub": "01"}, "outofmodel", "mle").name
+    'sub-01_model-noddi_param-outofmodel_desc-mle_mask.nii.gz'
+    """
+    desc = estimator(label).label
+    return derivative_path(
+        output_dir, source, "mask", ".nii.gz", model="noddi", param=FLAGS[flag].label, desc=desc
     )
 
 

@@ -11,6 +11,7 @@ from noddi_bids.interfaces.derivatives import WriteEstimate, WriteReference, Wri
 from noddi_bids.interfaces.dicom import DicomRunExport
 from noddi_bids.interfaces.dwi import NormaliseDwi
 from noddi_bids.interfaces.noddi import MLEEstimate, NNEstimate
+from noddi_bids.interfaces.qc import FitQuality
 from noddi_bids.interfaces.tissue import TissueStats
 from noddi_bids.io.bids import DwiRun
 from noddi_bids.workflows.tissue import init_tissue_wf
@@ -20,6 +21,10 @@ ESTIMATE_FIELDS = ("odi_file", "ndi_file", "fwf_file", "direction_file", "estima
                    "d_iso", "details")  # fmt: skip
 #: Voxel counts of the reference node recorded in sidecars.
 EXCLUDED_FIELDS = ("n_nonfinite", "n_nonpositive_b0")
+#: What an estimator node passes to its goodness-of-fit node.
+PREDICTION_FIELDS = ("odi_file", "ndi_file", "fwf_file", "direction_file", "d_par", "d_iso")
+#: What a goodness-of-fit node passes to the derivative writer.
+QUALITY_FIELDS = ("rmse_file", "nrmse_file", "outofmodel_file", "quality")
 
 
 def init_dwi_noddi_wf(
@@ -40,9 +45,10 @@ def init_dwi_noddi_wf(
     """Build the workflow that turns one dwi run into NODDI derivatives.
 
     Graph: ``reference`` (mean b = 0, brain mask, normalised signals) -> ``nn`` (ONNX network)
-    [and ``mle`` (maximum-likelihood fit)] -> derivative writers (``ds_reference``, ``ds_nn``,
-    ``ds_mle``); ``tissue_wf`` -> ``stats`` (from the written maps) -> ``ds_tissue``; [``dicom``
-    from the written maps]. The run's scheme, read and validated once when the runs were
+    [and ``mle`` (maximum-likelihood fit)] -> goodness of fit of each (``quality_nn``,
+    ``quality_mle``) -> derivative writers (``ds_reference``, ``ds_nn``, ``ds_mle``);
+    ``tissue_wf`` -> ``stats`` (from the written maps) -> ``ds_tissue``; [``dicom`` from the
+    written maps]. The run's scheme, read and validated once when the runs were
     collected, is given to ``inputnode`` as a value; maps, masks and what their sidecars need
     travel along the edges.
 
@@ -159,9 +165,15 @@ def init_dwi_noddi_wf(
     ])  # fmt: skip
     for index, fit in enumerate(fits, start=1):
         writer = pe.Node(WriteEstimate(**sink), name=f"ds_{fit.name}", run_without_submitting=True)
+        quality = pe.Node(FitQuality(), name=f"quality_{fit.name}")
+        signals = [("signals_file", "signals_file"), ("mask_file", "mask_file")]
         workflow.connect([
             (inputnode, fit, [("scheme", "scheme")]),
-            (reference, fit, [("signals_file", "signals_file"), ("mask_file", "mask_file")]),
+            (reference, fit, signals),
+            (inputnode, quality, [("scheme", "scheme")]),
+            (reference, quality, [*signals, ("mean_b0", "mean_b0")]),
+            (fit, quality, [(field, field) for field in PREDICTION_FIELDS]),
+            (quality, writer, [(field, field) for field in QUALITY_FIELDS]),
             (fit, writer, [(field, field) for field in ESTIMATE_FIELDS]),
             (inputnode, writer, [("scheme", "scheme")]),
             (reference, writer, excluded),
@@ -169,6 +181,8 @@ def init_dwi_noddi_wf(
             (writer, maps, [("map_files", f"in{index}")]),
             (writer, written, [("out_files", f"in{index + 2}")]),
         ])  # fmt: skip
+        if fit.name == "mle":  # the fit's own S0; a network's prediction uses the mean b = 0
+            workflow.connect(fit, "s0_file", quality, "s0_file")
     if dicom:
         export = _dicom_node(run, output_dir, participants_tsv)
         workflow.connect([
