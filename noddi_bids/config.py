@@ -30,6 +30,9 @@ ANALYSIS_LEVELS = ("participant", "group")
 #: rotation-invariant networks by label type, and the study's raw-signal networks of the exact
 #: reference scheme (:mod:`noddi_bids.nn.store`).
 MODEL_CHOICES = ("auto", "nn-mle", "nn-gt", "nn-mle-raw", "nn-gt-raw")
+#: What ``--gradient-check`` does when the b-vectors disagree with the data: warn with the
+#: correction, apply it, stop; or skip the check.
+GRADIENT_CHECKS = ("warn", "fix", "stop", "off")
 #: Nipype plugins run by default: MultiProc for more than one process, Linear otherwise.
 DEFAULT_PLUGIN = "MultiProc"
 
@@ -108,6 +111,8 @@ class Config:
         Skip the BIDS validator.
     d_par : float
         Intra-neurite parallel diffusivity, mm^2/s.
+    gradient_check : str
+        ``warn``, ``fix``, ``stop`` or ``off`` (:data:`GRADIENT_CHECKS`).
     plugin : str or None
         Nipype plugin from ``--use-plugin`` (``plugin_args`` its arguments); None: see
         :meth:`execution_plugin`.
@@ -134,6 +139,7 @@ class Config:
     b0_threshold: float = B0_THRESHOLD
     skip_bids_validation: bool = False
     d_par: float = D_PAR
+    gradient_check: str = "warn"
     plugin: str | None = None
     plugin_args: dict[str, Any] = field(default_factory=dict)
     verbosity: int = 0
@@ -204,6 +210,7 @@ class Config:
             b0_threshold=float(args.b0_threshold),
             skip_bids_validation=bool(args.skip_bids_validation),
             d_par=float(args.dpar),
+            gradient_check=str(args.gradient_check),
             plugin=plugin,
             plugin_args=plugin_args,
             verbosity=int(args.verbose) - int(args.quiet),

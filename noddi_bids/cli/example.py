@@ -17,6 +17,7 @@ from pathlib import Path
 
 from noddi_bids.example.bids import TABLES, make_example
 from noddi_bids.example.compare import compare_with_truth
+from noddi_bids.example.phantom import FIBRES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,13 +40,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(rotated, each direction tilted; default), the reference itself, rotated as a whole, "
         "or another well-spread direction set",
     )
+    make.add_argument(
+        "--fibres",
+        choices=FIBRES,
+        default="random",
+        help="fibre orientations: a smooth random field (default), or along the anatomy (white "
+        "matter's sheets and tubes, radial in the cortex), as the gradient-table check needs",
+    )
     compare = commands.add_parser("compare", help="error of the app's maps against the truth")
     compare.add_argument("example_dir")
     compare.add_argument("derivatives_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "make":
-        make_example(Path(args.out_dir), args.voxel_size, args.snr, args.seed, table=args.table)
+        make_example(
+            Path(args.out_dir), args.voxel_size, args.snr, args.seed, table=args.table,
+            fibres=args.fibres,
+        )  # fmt: skip
         return 0
     table = compare_with_truth(Path(args.example_dir), Path(args.derivatives_dir))
     if table.empty:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from noddi_bids import __version__
-from noddi_bids.config import ANALYSIS_LEVELS, MODEL_CHOICES, UsageError
+from noddi_bids.config import ANALYSIS_LEVELS, GRADIENT_CHECKS, MODEL_CHOICES, UsageError
 from noddi_bids.model.noddi import D_PAR
 from noddi_bids.model.scheme import B0_THRESHOLD
 
@@ -119,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=B0_THRESHOLD,
         metavar="S_PER_MM2",
         help="volumes with b <= this value (s/mm^2) count as b = 0",
+    )
+
+    model.add_argument(
+        "--gradient-check",
+        choices=GRADIENT_CHECKS,
+        default="warn",
+        help="check the b-vectors against the data before estimation (flipped or permuted "
+        "axes, from the tensors' spatial coherence): warn with the correction, fix (apply "
+        "it), stop (exit with an error) or off",
     )
 
     tissue = parser.add_argument_group("masks and tissues")

@@ -6,6 +6,7 @@ code (see ``docs/usage.md``) and the output folder is not even created.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -122,6 +123,8 @@ def run_participant(config: Config, command: Sequence[str] = ()) -> None:
     if not config.skip_bids_validation:
         validate_dataset(config.bids_dir)
     runs = collect_dwi_runs(config)
+    if config.gradient_check != "off":
+        runs = [check_gradient_table(run, config.gradient_check) for run in runs]
     if config.run_synthseg and shutil.which("mri_synthseg") is None:
         raise InputError(
             "--run-synthseg needs FreeSurfer's mri_synthseg (FreeSurfer >= 7.3) on PATH; "
@@ -176,6 +179,68 @@ def run_participant(config: Config, command: Sequence[str] = ()) -> None:
         time.perf_counter() - start,
         config.output_dir,
     )
+
+
+def check_gradient_table(run: DwiRun, action: str) -> DwiRun:
+    """Check a run's b-vectors against its data (:mod:`noddi_bids.qc.gradients`) and act.
+
+    Parameters
+    ----------
+    run : DwiRun
+        A validated run.
+    action : {"warn", "fix", "stop"}
+        On an error: log a warning naming the correction, apply the correction, or stop.
+
+    Returns
+    -------
+    DwiRun
+        The run with its verdict (``gradient_check``) and, when fixed, the corrected scheme.
+
+    Raises
+    ------
+    InputError
+        With ``stop``, when the table is in error (nothing written yet).
+    """
+    import nibabel as nib
+    import numpy as np
+
+    from noddi_bids.model.reference import normalise_dwi
+    from noddi_bids.qc.gradients import check_gradient_table as check
+
+    start = time.perf_counter()
+    image = nib.load(run.dwi)
+    region = None
+    if run.brain_mask is not None:
+        region = np.asarray(nib.load(run.brain_mask).dataobj) > 0
+    reference = normalise_dwi(image.get_fdata(dtype=np.float32), run.scheme.b0_mask, region)
+    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    found = check(reference.signals, reference.mask, run.scheme, zooms)  # type: ignore[arg-type]
+    record = found.to_dict()
+    LOGGER.info("%s: gradient-table check: %s (%.1f s).", run.bvec.name, found.summary(),
+                time.perf_counter() - start)  # fmt: skip
+    if found.verdict != "error":
+        return dataclasses.replace(run, gradient_check={**record, "Applied": False})
+    note = ""
+    if found.correction.words == "x flipped" and np.linalg.det(image.affine[:3, :3]) > 0:
+        note = (" (as FSL-format b-vectors of an image stored with a positive determinant are; "
+                "noddi-bids reads b-vectors in the image axes)")  # fmt: skip
+    if action == "stop":
+        raise InputError(
+            f"{run.bvec}: {found.summary()}{note}; correct the b-vectors or rerun with "
+            "--gradient-check fix."
+        )
+    if action == "fix":
+        LOGGER.warning("%s: %s%s; applying the correction %s.", run.bvec, found.summary(), note,
+                       found.correction.name)  # fmt: skip
+        return dataclasses.replace(
+            run,
+            scheme=found.correction.apply(run.scheme),
+            gradient_check={**record, "Applied": True},
+        )
+    LOGGER.warning("%s: %s%s; the maps use the table as given: rerun with --gradient-check fix "
+                   "to apply %s, or correct the file.", run.bvec, found.summary(), note,
+                   found.correction.name)  # fmt: skip
+    return dataclasses.replace(run, gradient_check={**record, "Applied": False})
 
 
 def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:

@@ -87,6 +87,7 @@ class _WriteEstimateInputSpec(_ExcludedInputSpec):
     nrmse_file = File(exists=True, desc="RMSE / mean b = 0")
     outofmodel_file = File(exists=True, desc="out-of-model voxels")
     quality = traits.Dict(traits.Str, traits.Any, desc="how the goodness of fit was computed")
+    gradient_check = traits.Dict(traits.Str, traits.Any, desc="gradient-table check of the run")
 
 
 class _WriteEstimateOutputSpec(_WrittenOutputSpec):
@@ -112,6 +113,7 @@ class WriteEstimate(SimpleInterface):
             inputs.d_iso,
             inputs.scheme,
             inputs.details,
+            inputs.gradient_check if isdefined(inputs.gradient_check) else None,
         )
         excluded = _excluded(inputs)
         quality = inputs.quality if isdefined(inputs.quality) else {}

@@ -121,6 +121,7 @@ def estimate_sidecar(
     d_iso: float,
     scheme: Scheme,
     details: Mapping[str, Any],
+    gradient_check: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Sidecar content shared by the maps of one estimator.
 
@@ -134,7 +135,11 @@ def estimate_sidecar(
         The run's acquisition scheme.
     details : mapping
         What only this estimator knows (:func:`network_details`, :func:`fit_details`).
+    gradient_check : mapping, optional
+        Verdict of the gradient-table check of the run
+        (:meth:`noddi_bids.qc.gradients.GradientCheck.to_dict` and ``Applied``).
     """
+    checked = {"GradientCheck": dict(gradient_check)} if gradient_check else {}
     return {
         "Model": "NODDI",
         "Estimator": label,
@@ -151,6 +156,7 @@ def estimate_sidecar(
             "B0Threshold": scheme.b0_threshold,
             "BValueUnits": "s/mm^2",
         },
+        **checked,
         **details,
     }
 

@@ -281,6 +281,7 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
     maps = {estimator: images for estimator, images in maps.items() if images}
     if not maps:
         parts.append(page.notice("No NODDI maps were found for this run."))
+    parts.append(_gradient_check_html(run))
     # Mosaics of the maps, one figure per estimator.
     for estimator, images in maps.items():
         volumes = {p: image[0] for p, image in images.items()}
@@ -330,6 +331,21 @@ def _run_images(run: RunDerivatives) -> list[Path]:
 
 def _heading(run: RunDerivatives, key: str, title: str) -> str:
     return f'<h3 id="{page.escape(run.name)}-{key}">{page.escape(title)}</h3>'
+
+
+def _gradient_check_html(run: RunDerivatives) -> str:
+    """Verdict of the gradient-table check, from the first map sidecar that has one."""
+    for files in run.maps.values():
+        check = _sidecar(next(iter(files.values()))).get("GradientCheck")
+        if check:
+            break
+    else:
+        return ""
+    text = f"Gradient-table check: {check.get('Summary', check.get('Verdict'))}"
+    if check.get("Verdict") != "error":
+        return f"<p>{page.escape(text)}.</p>"
+    applied = "applied" if check.get("Applied") else "not applied: the maps use the table as given"
+    return page.notice(f"{text}; correction {check.get('Correction')} {applied}.")
 
 
 def _quality_html(

@@ -165,6 +165,8 @@ def init_dwi_noddi_wf(
     ])  # fmt: skip
     for index, fit in enumerate(fits, start=1):
         writer = pe.Node(WriteEstimate(**sink), name=f"ds_{fit.name}", run_without_submitting=True)
+        if run.gradient_check is not None:
+            writer.inputs.gradient_check = run.gradient_check
         quality = pe.Node(FitQuality(), name=f"quality_{fit.name}")
         signals = [("signals_file", "signals_file"), ("mask_file", "mask_file")]
         workflow.connect([
