@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from noddi_bids.model.noddi import D_PAR
+from noddi_bids.model.noddi import D_PAR, GM_D_PAR
 from noddi_bids.model.scheme import B0_THRESHOLD
 
 #: Analysis levels of the BIDS App.
@@ -113,6 +113,8 @@ class Config:
         Intra-neurite parallel diffusivity, mm^2/s.
     gradient_check : str
         ``warn``, ``fix``, ``stop`` or ``off`` (:data:`GRADIENT_CHECKS`).
+    gm_noddi : bool
+        Also estimate grey-matter NODDI (d_par :data:`~noddi_bids.model.noddi.GM_D_PAR`).
     plugin : str or None
         Nipype plugin from ``--use-plugin`` (``plugin_args`` its arguments); None: see
         :meth:`execution_plugin`.
@@ -140,6 +142,7 @@ class Config:
     skip_bids_validation: bool = False
     d_par: float = D_PAR
     gradient_check: str = "warn"
+    gm_noddi: bool = False
     plugin: str | None = None
     plugin_args: dict[str, Any] = field(default_factory=dict)
     verbosity: int = 0
@@ -184,6 +187,11 @@ class Config:
             raise UsageError("--mem-gb must be > 0.")
         if not 0 < args.dpar < 0.01:
             raise UsageError(f"--dpar {args.dpar:g} is not a diffusivity in mm^2/s (e.g. 1.7e-3).")
+        if args.gm_noddi and abs(args.dpar - GM_D_PAR) <= 1e-6 * GM_D_PAR:
+            raise UsageError(
+                f"--gm-noddi adds maps with d_par = {GM_D_PAR:g} mm^2/s, the --dpar given: "
+                "leave out one of them."
+            )
         if args.b0_threshold < 0:
             raise UsageError("--b0-threshold must be >= 0 (s/mm^2).")
         if args.run_synthseg and args.synthseg_dir is not None:
@@ -211,6 +219,7 @@ class Config:
             skip_bids_validation=bool(args.skip_bids_validation),
             d_par=float(args.dpar),
             gradient_check=str(args.gradient_check),
+            gm_noddi=bool(args.gm_noddi),
             plugin=plugin,
             plugin_args=plugin_args,
             verbosity=int(args.verbose) - int(args.quiet),

@@ -7,7 +7,10 @@ Every spelling is written here once, and every output takes it from here:
   proposal (``od``, ``icvf``, ``isovf``, ``direction``: file names, DICOM folders), a display
   name (``ODI``: reports, DICOM series), words, a sidecar description and units; so have the
   goodness-of-fit maps of an estimate (``rmse``, ``nrmse``, as QSIRecon names AMICO's) and the
-  voxel flags it writes as masks (``outofmodel``);
+  voxel flags it writes as masks (``outofmodel``) and its tissue-fraction-modulated maps
+  (``odi_modulated``, ``ndi_modulated``: ``param-odmodulated``, ``param-icvfmodulated``);
+- a model variant has a BIDS ``model-`` label (``noddi``; ``gmnoddi``, QSIRecon's grey-matter
+  NODDI) and a display name (``Model`` of the sidecars);
 - an estimator has a BIDS ``desc-`` label (``nnmle``, ``nngt``, ``nnhybrid``, ``mle``: file names,
   tables, DICOM folders), a display name (the study's ``NN_MLE``: reports), a DICOM name (the
   display name with hyphens, ``NN-MLE``, since underscores separate the parts of the DICOM file
@@ -135,6 +138,33 @@ MAPS: dict[str, Parameter] = {
 }
 #: The scalar NODDI parameters (tables, DICOM series, figures), in order.
 PARAMETERS = ("odi", "ndi", "fwf")
+#: Tissue-fraction-modulated maps of an estimate (QSIRecon's ``desc-modulated``: the parameter
+#: times the tissue fraction 1 - FWF), by name, in order.
+MODULATED_MAPS: dict[str, Parameter] = {
+    p.name: p
+    for p in (
+        Parameter(
+            "odi_modulated",
+            "odmodulated",
+            "ODI x (1 - FWF)",
+            "tissue-fraction-modulated orientation dispersion index",
+            "Orientation dispersion index multiplied by the tissue fraction 1 - FWF (QSIRecon's "
+            "modulated OD)",
+            "arbitrary",
+        ),
+        Parameter(
+            "ndi_modulated",
+            "icvfmodulated",
+            "NDI x (1 - FWF)",
+            "tissue-fraction-modulated neurite density index",
+            "Neurite density index multiplied by the tissue fraction 1 - FWF (QSIRecon's "
+            "modulated ICVF: the intra-neurite volume fraction of the voxel)",
+            "fraction",
+        ),
+    )
+}
+#: Parameter each modulated map is made from.
+MODULATED_FROM = {"odi_modulated": "odi", "ndi_modulated": "ndi"}
 #: Goodness-of-fit maps of an estimate (:mod:`noddi_bids.qc.residuals`), by name, in order.
 QUALITY_MAPS: dict[str, Parameter] = {
     p.name: p
@@ -175,9 +205,44 @@ FLAGS: dict[str, Parameter] = {
     )
 }
 #: Every map and flag an estimator writes, by name.
-ALL_MAPS: dict[str, Parameter] = {**MAPS, **QUALITY_MAPS, **FLAGS}
+ALL_MAPS: dict[str, Parameter] = {**MAPS, **MODULATED_MAPS, **QUALITY_MAPS, **FLAGS}
 #: ``param-`` label -> name of a map or flag.
 PARAMETER_OF_LABEL = {p.label: p.name for p in ALL_MAPS.values()}
+
+@dataclass(frozen=True)
+class Model:
+    """A variant of the NODDI model an estimator fits (its ``model-`` label).
+
+    Attributes
+    ----------
+    label : str
+        BIDS ``model-`` label of its maps.
+    display : str
+        Display name (``Model`` of the sidecars, reports).
+    words : str
+        What it is, lower case.
+    """
+
+    label: str
+    display: str
+    words: str
+
+
+#: NODDI variants by ``model-`` label: the model of ``--dpar`` first, then QSIRecon's
+#: grey-matter NODDI (``--gm-noddi``, d_par 1.1e-3 mm^2/s: :data:`noddi_bids.model.noddi.GM_D_PAR`).
+MODELS: dict[str, Model] = {
+    m.label: m
+    for m in (
+        Model("noddi", "NODDI", "NODDI with the intra-neurite diffusivity of --dpar"),
+        Model(
+            "gmnoddi",
+            "gmNODDI",
+            "grey-matter NODDI: intra-neurite diffusivity 1.1e-3 mm^2/s (QSIRecon's gmNODDI)",
+        ),
+    )
+}
+#: ``model-`` label of the model of ``--dpar``, and of the grey-matter variant.
+NODDI, GM_NODDI = MODELS
 
 #: Every estimator by ``desc-`` label: the networks first, then the fit.
 ESTIMATORS: dict[str, Estimator] = {

@@ -95,7 +95,8 @@ def test_nn_only_builtin_tissues(tmp_path, model_cache, scheme_reads):
     names = sorted(p.name for p in folder.iterdir())
     expected = sorted(
         [f"sub-01_model-noddi_param-{p}_desc-nnmle_dwimap.{e}"
-         for p in [*PARAMS.values(), "direction", "rmse", "nrmse"] for e in ("nii.gz", "json")]
+         for p in [*PARAMS.values(), "direction", "odmodulated", "icvfmodulated", "rmse",
+                   "nrmse"] for e in ("nii.gz", "json")]
         + [f"sub-01_model-noddi_param-outofmodel_desc-nnmle_mask.{e}" for e in ("nii.gz", "json")]
         + [f"sub-01_label-{t}_mask.{e}" for t in ("WM", "GM", "CSF") for e in ("nii.gz", "json")]
         + ["sub-01_desc-brain_mask.nii.gz", "sub-01_desc-brain_mask.json",

@@ -6,7 +6,7 @@ import argparse
 
 from noddi_bids import __version__
 from noddi_bids.config import ANALYSIS_LEVELS, GRADIENT_CHECKS, MODEL_CHOICES, UsageError
-from noddi_bids.model.noddi import D_PAR
+from noddi_bids.model.noddi import D_PAR, GM_D_PAR
 from noddi_bids.model.scheme import B0_THRESHOLD
 
 
@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=D_PAR,
         metavar="MM2_PER_S",
         help="intra-neurite parallel diffusivity, mm^2/s",
+    )
+    model.add_argument(
+        "--gm-noddi",
+        action="store_true",
+        help=f"also estimate grey-matter NODDI (d_par {GM_D_PAR:g} mm^2/s, QSIRecon's gmNODDI) "
+        "with every estimator: a second set of maps named model-gmnoddi (a network for it is "
+        "trained once per shells with --model auto)",
     )
     model.add_argument(
         "--b0-threshold",

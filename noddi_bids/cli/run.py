@@ -31,7 +31,7 @@ from noddi_bids.config import (
 )
 from noddi_bids.io.bids import DwiRun, collect_dwi_runs, parse_entities, validate_dataset
 from noddi_bids.io.derivatives import write_dataset_description, write_json, write_tsv
-from noddi_bids.model.noddi import D_ISO
+from noddi_bids.model.noddi import D_ISO, GM_D_PAR
 from noddi_bids.tissue.stats import DECIMALS, SUMMARY_COLUMNS, group_columns, group_tables
 
 LOGGER = logging.getLogger("noddi_bids")
@@ -131,6 +131,7 @@ def run_participant(config: Config, command: Sequence[str] = ()) -> None:
             "install it or pass --synthseg-dir with existing SynthSeg outputs."
         )
     models = resolve_models(config, runs)
+    gm_models = resolve_models(config, runs, GM_D_PAR) if config.gm_noddi else None
     check_writable_folder(config.output_dir)
     LOGGER.info("Inputs checked in %.1f s.", time.perf_counter() - start)
 
@@ -145,7 +146,7 @@ def run_participant(config: Config, command: Sequence[str] = ()) -> None:
         # MultiProc workers fork from a forkserver that has imported the interfaces once
         multiprocessing.set_forkserver_preload(list(WORKER_PRELOAD))
     try:
-        workflow = init_noddi_bids_wf(config, runs, models)
+        workflow = init_noddi_bids_wf(config, runs, models, gm_models)
         workflow.config["execution"].update(
             {
                 "crashdump_dir": str(config.output_dir / "logs"),
@@ -243,7 +244,9 @@ def check_gradient_table(run: DwiRun, action: str) -> DwiRun:
     return dataclasses.replace(run, gradient_check={**record, "Applied": False})
 
 
-def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
+def resolve_models(
+    config: Config, runs: Sequence[DwiRun], d_par: float | None = None
+) -> dict[str, Path]:
     """Resolve the network of every scheme once (may train one for ``--model auto``).
 
     Parameters
@@ -252,6 +255,9 @@ def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
         Settings (``model``, ``d_par``).
     runs : sequence of DwiRun
         Validated runs.
+    d_par : float, optional
+        Intra-neurite diffusivity the networks must have been trained with, mm^2/s (default
+        ``config.d_par``; :data:`~noddi_bids.model.noddi.GM_D_PAR` for ``--gm-noddi``).
 
     Returns
     -------
@@ -267,15 +273,15 @@ def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
     from noddi_bids.nn.store import resolve_model
 
     labels = "gt" if config.model in ("nn-gt", "nn-gt-raw") else "mle"
+    d_par = config.d_par if d_par is None else d_par
+    option = "--dpar" if d_par == config.d_par else "--gm-noddi"
     models: dict[str, Path] = {}
     for run in runs:
         if run.scheme.hash in models:
             continue
         try:
             path = Path(
-                resolve_model(
-                    config.model, run.scheme, d_par=config.d_par, d_iso=D_ISO, labels=labels
-                )
+                resolve_model(config.model, run.scheme, d_par=d_par, d_iso=D_ISO, labels=labels)
             )
             estimator = OnnxEstimator(path)
             estimator.check_scheme(run.scheme)
@@ -284,10 +290,10 @@ def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
         except FileNotFoundError as err:
             raise MissingInputError(str(err)) from err
         trained = float(estimator.metadata.d_par)
-        if abs(trained - config.d_par) > _DPAR_RTOL * config.d_par:
+        if abs(trained - d_par) > _DPAR_RTOL * d_par:
             raise InputError(
-                f"{path}: network trained with d_par = {trained:g} mm^2/s but --dpar is "
-                f"{config.d_par:g}; use --model auto to train a matching network."
+                f"{path}: network trained with d_par = {trained:g} mm^2/s but {option} needs "
+                f"{d_par:g}; use --model auto to train a matching network."
             )
         LOGGER.info("%s: model %s (%s).", run.name, path, run.scheme.summary())
         models[run.scheme.hash] = path

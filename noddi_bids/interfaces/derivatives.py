@@ -22,7 +22,15 @@ from nipype.interfaces.base import (
 
 from noddi_bids.interfaces.specs import scheme_trait
 from noddi_bids.io import derivatives as io
-from noddi_bids.vocabulary import ESTIMATORS, FLAGS, MAPS, QUALITY_MAPS, TISSUES
+from noddi_bids.vocabulary import (
+    ESTIMATORS,
+    FLAGS,
+    MAPS,
+    MODELS,
+    MODULATED_MAPS,
+    QUALITY_MAPS,
+    TISSUES,
+)
 
 
 class _DerivativesInputSpec(BaseInterfaceInputSpec):
@@ -83,6 +91,9 @@ class _WriteEstimateInputSpec(_ExcludedInputSpec):
     d_iso = traits.Float(mandatory=True, desc="free-water diffusivity, mm^2/s")
     details = traits.Dict(traits.Str, traits.Any, mandatory=True, desc="estimator's details")
     scheme = scheme_trait()
+    odi_modulated_file = File(exists=True, desc="ODI x (1 - FWF)")
+    ndi_modulated_file = File(exists=True, desc="NDI x (1 - FWF)")
+    model = traits.Enum(*MODELS, usedefault=True, desc="model- label of the NODDI variant")
     rmse_file = File(exists=True, desc="RMSE of the predicted signal")
     nrmse_file = File(exists=True, desc="RMSE / mean b = 0")
     outofmodel_file = File(exists=True, desc="out-of-model voxels")
@@ -95,10 +106,11 @@ class _WriteEstimateOutputSpec(_WrittenOutputSpec):
 
 
 class WriteEstimate(SimpleInterface):
-    """Write one estimator's maps (``model-noddi_param-<p>_desc-<estimator>_dwimap``).
+    """Write one estimator's maps (``model-<noddi|gmnoddi>_param-<p>_desc-<estimator>_dwimap``).
 
-    Also its goodness-of-fit maps (``param-rmse``, ``param-nrmse``) and out-of-model voxels
-    (``model-noddi_param-outofmodel_desc-<estimator>_mask``) when given.
+    The parameters, their tissue-fraction-modulated maps (``param-odmodulated``,
+    ``param-icvfmodulated``) and, when given, the goodness-of-fit maps (``param-rmse``,
+    ``param-nrmse``) and out-of-model voxels (``model-noddi_param-outofmodel_desc-<est>_mask``).
     """
 
     input_spec = _WriteEstimateInputSpec
@@ -114,19 +126,21 @@ class WriteEstimate(SimpleInterface):
             inputs.scheme,
             inputs.details,
             inputs.gradient_check if isdefined(inputs.gradient_check) else None,
+            inputs.model,
         )
         excluded = _excluded(inputs)
         quality = inputs.quality if isdefined(inputs.quality) else {}
         files, maps = [], {}
-        for name in (*MAPS, *QUALITY_MAPS, *FLAGS):
+        names = (inputs.output_dir, inputs.entities)
+        for name in (*MAPS, *MODULATED_MAPS, *QUALITY_MAPS, *FLAGS):
             path = getattr(inputs, f"{name}_file")
             if not isdefined(path):
                 continue
             if name in FLAGS:
-                target = io.flag_path(inputs.output_dir, inputs.entities, name, inputs.estimator)
+                target = io.flag_path(*names, name, inputs.estimator, inputs.model)
                 sidecar = io.flag_sidecar(name, estimate, quality)
             else:
-                target = io.map_path(inputs.output_dir, inputs.entities, name, inputs.estimator)
+                target = io.map_path(*names, name, inputs.estimator, inputs.model)
                 details = quality if name in QUALITY_MAPS else None
                 sidecar = io.map_sidecar(name, estimate, excluded, details)
             written = _write(inputs, path, target, sidecar)

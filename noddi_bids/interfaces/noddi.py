@@ -8,6 +8,7 @@ details (:func:`noddi_bids.io.derivatives.network_details`, :func:`~.fit_details
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import numpy as np
 from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, traits
@@ -15,8 +16,8 @@ from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, traits
 from noddi_bids.interfaces.specs import SignalsInputSpec
 from noddi_bids.interfaces.volumes import save_volumes
 from noddi_bids.io import derivatives as io
-from noddi_bids.model.noddi import D_ISO
-from noddi_bids.vocabulary import ESTIMATORS, MAPS, MLE, NETWORK_ESTIMATORS
+from noddi_bids.model.noddi import D_ISO, tissue_fraction_modulated
+from noddi_bids.vocabulary import ESTIMATORS, MAPS, MLE, MODULATED_FROM, NETWORK_ESTIMATORS
 
 
 class _EstimatorInputSpec(SignalsInputSpec):
@@ -28,6 +29,8 @@ class _EstimateOutputSpec(TraitedSpec):
     ndi_file = File(exists=True, desc="neurite density index map")
     fwf_file = File(exists=True, desc="free-water fraction map")
     direction_file = File(desc="mean fibre orientation (X, Y, Z, 3)")
+    odi_modulated_file = File(exists=True, desc="ODI x (1 - FWF)")
+    ndi_modulated_file = File(exists=True, desc="NDI x (1 - FWF)")
     estimator = traits.Enum(*ESTIMATORS, desc="desc- label of the estimator")
     d_par = traits.Float(desc="intra-neurite parallel diffusivity of the estimate, mm^2/s")
     d_iso = traits.Float(desc="free-water diffusivity of the estimate, mm^2/s")
@@ -81,7 +84,7 @@ class NNEstimate(SimpleInterface):
             direction="direction" in maps,
         )
         self._results.update(
-            save_volumes(maps, self.inputs.mask_file),
+            save_volumes(_with_modulated(maps), self.inputs.mask_file),
             estimator=NETWORK_ESTIMATORS[meta.labels],
             d_par=float(meta.d_par),
             d_iso=float(meta.d_iso),
@@ -123,10 +126,19 @@ class MLEEstimate(SimpleInterface):
         converged = float(np.mean(fit.converged)) if fit.converged.size else 0.0
         maps = {name: getattr(fit, name) for name in (*MAPS, "s0")}
         self._results.update(
-            save_volumes(maps, self.inputs.mask_file),
+            save_volumes(_with_modulated(maps), self.inputs.mask_file),
             estimator=MLE,
             d_par=self.inputs.d_par,
             d_iso=D_ISO,
             details=io.fit_details(converged),
         )
         return runtime
+
+
+def _with_modulated(maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Add the tissue-fraction-modulated ODI and NDI (QSIRecon's modulated maps) to ``maps``."""
+    modulated = {
+        name: tissue_fraction_modulated(np.asarray(maps[source]), np.asarray(maps["fwf"]))
+        for name, source in MODULATED_FROM.items()
+    }
+    return {**maps, **modulated}

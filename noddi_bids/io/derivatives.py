@@ -4,7 +4,7 @@ Every output path of noddi-bids is built by :func:`derivative_path`, with entiti
 order (:data:`ENTITY_ORDER`)::
 
     sub-<label>[_ses-<label>][_acq-<label>][_rec-<label>][_dir-<label>][_run-<index>]
-        [_space-<label>][_model-noddi][_param-<od|icvf|isovf|direction>][_label-<WM|GM|CSF>]
+        [_space-<label>][_model-<noddi|gmnoddi>][_param-<label>][_label-<WM|GM|CSF>]
         [_desc-<label>]_<suffix>.<extension>
 
 in ``sub-<label>[/ses-<label>]/dwi/``. Maps stay on the grid of the input dwi run: its ``space-``
@@ -39,7 +39,7 @@ from noddi_bids.atomic import atomic_target
 from noddi_bids.model.scheme import Scheme
 from noddi_bids.tissue import synthseg
 from noddi_bids.tissue.stats import TABLE_COLUMNS
-from noddi_bids.vocabulary import FLAGS, TISSUE_NAMES, estimator
+from noddi_bids.vocabulary import FLAGS, MODELS, NODDI, TISSUE_NAMES, estimator
 from noddi_bids.vocabulary import parameter as find_parameter
 
 #: Order of entities in derivative names (BIDS order, then the diffusion-derivatives ones).
@@ -122,6 +122,7 @@ def estimate_sidecar(
     scheme: Scheme,
     details: Mapping[str, Any],
     gradient_check: Mapping[str, Any] | None = None,
+    model: str = NODDI,
 ) -> dict[str, Any]:
     """Sidecar content shared by the maps of one estimator.
 
@@ -138,10 +139,12 @@ def estimate_sidecar(
     gradient_check : mapping, optional
         Verdict of the gradient-table check of the run
         (:meth:`noddi_bids.qc.gradients.GradientCheck.to_dict` and ``Applied``).
+    model : str
+        ``model-`` label of the NODDI variant (:data:`noddi_bids.vocabulary.MODELS`).
     """
     checked = {"GradientCheck": dict(gradient_check)} if gradient_check else {}
     return {
-        "Model": "NODDI",
+        "Model": MODELS[model].display,
         "Estimator": label,
         "EstimatorDescription": estimator(label).description,
         "Dpar": d_par,
@@ -419,7 +422,9 @@ def write_image(image: Path, target: Path, sidecar: Mapping[str, Any]) -> list[P
     return [target, write_json(sidecar, sidecar_path(target))]
 
 
-def map_path(output_dir: Path, source: Mapping[str, str], parameter: str, label: str) -> Path:
+def map_path(
+    output_dir: Path, source: Mapping[str, str], parameter: str, label: str, model: str = NODDI
+) -> Path:
     """Path of an estimator's map: ``..._model-noddi_param-<p>_desc-<estimator>_dwimap.nii.gz``.
 
     Parameters
@@ -431,6 +436,8 @@ def map_path(output_dir: Path, source: Mapping[str, str], parameter: str, label:
         label.
     label : str
         ``desc-`` label of the estimator (:data:`noddi_bids.vocabulary.ESTIMATORS`).
+    model : str
+        ``model-`` label of the NODDI variant (``noddi``; ``gmnoddi`` for ``--gm-noddi``).
 
     Raises
     ------
@@ -441,15 +448,19 @@ def map_path(output_dir: Path, source: Mapping[str, str], parameter: str, label:
     --------
     >>> map_path(Path("out"), {"sub": "01"}, "ndi", "nnhybrid").name
     'sub-01_model-noddi_param-icvf_desc-nnhybrid_dwimap.nii.gz'
+    >>> map_path(Path("out"), {"sub": "01"}, "ndi_modulated", "mle", "gmnoddi").name
+    'sub-01_model-gmnoddi_param-icvfmodulated_desc-mle_dwimap.nii.gz'
     """
     desc = estimator(label).label
     param = find_parameter(parameter).label
     return derivative_path(
-        output_dir, source, "dwimap", ".nii.gz", model="noddi", param=param, desc=desc
+        output_dir, source, "dwimap", ".nii.gz", model=MODELS[model].label, param=param, desc=desc
     )
 
 
-def flag_path(output_dir: Path, source: Mapping[str, str], flag: str, label: str) -> Path:
+def flag_path(
+    output_dir: Path, source: Mapping[str, str], flag: str, label: str, model: str = NODDI
+) -> Path:
     """Path of a voxel flag of an estimate: ``..._model-noddi_param-<flag>_desc-<est>_mask``.
 
     Examples
@@ -457,9 +468,9 @@ def flag_path(output_dir: Path, source: Mapping[str, str], flag: str, label: str
     >>> flag_path(Path("out"), {"sub": "01"}, "outofmodel", "mle").name
     'sub-01_model-noddi_param-outofmodel_desc-mle_mask.nii.gz'
     """
-    desc = estimator(label).label
+    desc, param = estimator(label).label, FLAGS[flag].label
     return derivative_path(
-        output_dir, source, "mask", ".nii.gz", model="noddi", param=FLAGS[flag].label, desc=desc
+        output_dir, source, "mask", ".nii.gz", model=MODELS[model].label, param=param, desc=desc
     )
 
 
