@@ -8,7 +8,8 @@ Every spelling is written here once, and every output takes it from here:
   name (``ODI``: reports, DICOM series), words, a sidecar description and units; so have the
   goodness-of-fit maps of an estimate (``rmse``, ``nrmse``, as QSIRecon names AMICO's) and the
   voxel flags it writes as masks (``outofmodel``) and its tissue-fraction-modulated maps
-  (``odi_modulated``, ``ndi_modulated``: ``param-odmodulated``, ``param-icvfmodulated``);
+  (``odi_modulated``, ``ndi_modulated``: ``param-odmodulated``, ``param-icvfmodulated``); a
+  statistic of an estimate (its standard deviation) has a ``stat-`` label (``sd``);
 - a model variant has a BIDS ``model-`` label (``noddi``; ``gmnoddi``, QSIRecon's grey-matter
   NODDI) and a display name (``Model`` of the sidecars);
 - an estimator has a BIDS ``desc-`` label (``nnmle``, ``nngt``, ``nnhybrid``, ``mle``: file names,
@@ -202,8 +203,19 @@ FLAGS: dict[str, Parameter] = {
             "normalised signal (the model does not explain the signal)",
             "boolean",
         ),
+        Parameter(
+            "singular",
+            "singular",
+            "singular information",
+            "voxels without an uncertainty",
+            "Fitted voxels whose Fisher information is singular for ODI, NDI or FWF (a "
+            "parameter the data say nothing about at the estimate): no standard deviation",
+            "boolean",
+        ),
     )
 }
+#: Statistics of an estimate written beside its maps (``stat-<label>``), label -> words.
+STATISTICS = {"sd": "standard deviation"}
 #: Every map and flag an estimator writes, by name.
 ALL_MAPS: dict[str, Parameter] = {**MAPS, **MODULATED_MAPS, **QUALITY_MAPS, **FLAGS}
 #: ``param-`` label -> name of a map or flag.

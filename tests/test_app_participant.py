@@ -160,6 +160,17 @@ def test_nn_mle_synthseg_on_other_grid_and_resume(tmp_path, model_cache, scheme_
         assert np.median(angles) < 5.0
     mle = json.loads((folder / "sub-01_model-noddi_param-icvf_desc-mle_dwimap.json").read_text())
     assert mle["Estimator"] == "mle" and "ModelFile" not in mle
+    # the fit's standard deviations (Fisher information), beside each map; none for networks
+    for param in PARAMS.values():
+        stem = folder / f"sub-01_model-noddi_param-{param}_stat-sd_desc-mle_dwimap"
+        sd = json.loads(stem.with_suffix(".json").read_text())
+        assert sd["Description"].startswith("Standard deviation of the estimate of")
+        assert "Fisher information" in sd["Uncertainty"]["Method"]
+        values = load(stem.with_name(stem.name + ".nii.gz"))[wm]
+        assert np.all(values[np.isfinite(values)] > 0) and np.median(values) < 0.1
+    singular = load(folder / "sub-01_model-noddi_param-singular_desc-mle_mask.nii.gz")
+    assert singular.dtype == np.uint8 and not singular[~mask].any()
+    assert not list(folder.glob("*_stat-sd_desc-nnmle_*"))
     tissue = json.loads((folder / "sub-01_label-GM_mask.json").read_text())
     assert tissue["Method"] == "SynthSeg" and tissue["Thresholds"]["GM"] == 0.8
     table = check_table_against_maps(folder, "sub-01", ["nnmle", "mle"])

@@ -28,6 +28,7 @@ from noddi_bids.vocabulary import (
     MAPS,
     MODELS,
     MODULATED_MAPS,
+    PARAMETERS,
     QUALITY_MAPS,
     TISSUES,
 )
@@ -98,7 +99,16 @@ class _WriteEstimateInputSpec(_ExcludedInputSpec):
     nrmse_file = File(exists=True, desc="RMSE / mean b = 0")
     outofmodel_file = File(exists=True, desc="out-of-model voxels")
     quality = traits.Dict(traits.Str, traits.Any, desc="how the goodness of fit was computed")
+    odi_sd_file = File(exists=True, desc="standard deviation of ODI")
+    ndi_sd_file = File(exists=True, desc="standard deviation of NDI")
+    fwf_sd_file = File(exists=True, desc="standard deviation of FWF")
+    singular_file = File(exists=True, desc="fitted voxels without a standard deviation")
+    uncertainty = traits.Dict(traits.Str, traits.Any, desc="how the SDs were computed")
     gradient_check = traits.Dict(traits.Str, traits.Any, desc="gradient-table check of the run")
+
+
+#: Standard-deviation maps an estimate may have (``<name>_sd_file``) -> their parameter.
+SD_MAPS = {f"{name}_sd": name for name in PARAMETERS}
 
 
 class _WriteEstimateOutputSpec(_WrittenOutputSpec):
@@ -110,7 +120,8 @@ class WriteEstimate(SimpleInterface):
 
     The parameters, their tissue-fraction-modulated maps (``param-odmodulated``,
     ``param-icvfmodulated``) and, when given, the goodness-of-fit maps (``param-rmse``,
-    ``param-nrmse``) and out-of-model voxels (``model-noddi_param-outofmodel_desc-<est>_mask``).
+    ``param-nrmse``), out-of-model voxels (``model-noddi_param-outofmodel_desc-<est>_mask``),
+    standard deviations (``param-<p>_stat-sd``) and voxels without one (``param-singular``).
     """
 
     input_spec = _WriteEstimateInputSpec
@@ -130,19 +141,25 @@ class WriteEstimate(SimpleInterface):
         )
         excluded = _excluded(inputs)
         quality = inputs.quality if isdefined(inputs.quality) else {}
+        uncertainty = inputs.uncertainty if isdefined(inputs.uncertainty) else {}
+        details = {"rmse": quality, "nrmse": quality, "outofmodel": quality,
+                   "singular": uncertainty}  # fmt: skip
         files, maps = [], {}
         names = (inputs.output_dir, inputs.entities)
-        for name in (*MAPS, *MODULATED_MAPS, *QUALITY_MAPS, *FLAGS):
+        for name in (*MAPS, *MODULATED_MAPS, *QUALITY_MAPS, *FLAGS, *SD_MAPS):
             path = getattr(inputs, f"{name}_file")
             if not isdefined(path):
                 continue
             if name in FLAGS:
                 target = io.flag_path(*names, name, inputs.estimator, inputs.model)
-                sidecar = io.flag_sidecar(name, estimate, quality)
+                sidecar = io.flag_sidecar(name, estimate, details[name])
+            elif name in SD_MAPS:
+                parameter = SD_MAPS[name]
+                target = io.map_path(*names, parameter, inputs.estimator, inputs.model, "sd")
+                sidecar = io.map_sidecar(parameter, estimate, excluded, uncertainty, "sd")
             else:
                 target = io.map_path(*names, name, inputs.estimator, inputs.model)
-                details = quality if name in QUALITY_MAPS else None
-                sidecar = io.map_sidecar(name, estimate, excluded, details)
+                sidecar = io.map_sidecar(name, estimate, excluded, details.get(name))
             written = _write(inputs, path, target, sidecar)
             maps[name] = written[0]
             files.extend(written)

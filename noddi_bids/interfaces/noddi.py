@@ -17,7 +17,14 @@ from noddi_bids.interfaces.specs import SignalsInputSpec
 from noddi_bids.interfaces.volumes import save_volumes
 from noddi_bids.io import derivatives as io
 from noddi_bids.model.noddi import D_ISO, tissue_fraction_modulated
-from noddi_bids.vocabulary import ESTIMATORS, MAPS, MLE, MODULATED_FROM, NETWORK_ESTIMATORS
+from noddi_bids.vocabulary import (
+    ESTIMATORS,
+    MAPS,
+    MLE,
+    MODULATED_FROM,
+    NETWORK_ESTIMATORS,
+    PARAMETERS,
+)
 
 
 class _EstimatorInputSpec(SignalsInputSpec):
@@ -100,10 +107,19 @@ class _MLEEstimateInputSpec(_EstimatorInputSpec):
 class _MLEEstimateOutputSpec(_EstimateOutputSpec):
     direction_file = File(exists=True, desc="mean fibre orientation (X, Y, Z, 3)")
     s0_file = File(exists=True, desc="fitted S0 relative to the mean b = 0 (work folder only)")
+    odi_sd_file = File(exists=True, desc="standard deviation of ODI (Fisher information)")
+    ndi_sd_file = File(exists=True, desc="standard deviation of NDI (Fisher information)")
+    fwf_sd_file = File(exists=True, desc="standard deviation of FWF (Fisher information)")
+    singular_file = File(exists=True, desc="fitted voxels without a standard deviation")
+    uncertainty = traits.Dict(traits.Str, traits.Any, desc="how the SDs were computed")
 
 
 class MLEEstimate(SimpleInterface):
     """ODI, NDI, FWF and fibre direction maps from the batched Rician maximum-likelihood fit.
+
+    With the standard deviations of ODI, NDI and FWF from the Fisher information at the estimate
+    (:meth:`noddi_bids.fit.mle.NoddiMLE.standard_deviations`) and the fitted voxels that have
+    none (a singular information matrix).
 
     Examples
     --------
@@ -125,12 +141,19 @@ class MLEEstimate(SimpleInterface):
         fit = model.fit(signals, progress=False)
         converged = float(np.mean(fit.converged)) if fit.converged.size else 0.0
         maps = {name: getattr(fit, name) for name in (*MAPS, "s0")}
+        deviations = model.standard_deviations(signals, fit)
+        fitted = np.all(np.isfinite(fit.parameters), axis=1)
+        singular = fitted & np.any(np.isnan(deviations), axis=1)
+        for column, name in enumerate(PARAMETERS):
+            maps[f"{name}_sd"] = deviations[:, column]
+        maps["singular"] = singular
         self._results.update(
             save_volumes(_with_modulated(maps), self.inputs.mask_file),
             estimator=MLE,
             d_par=self.inputs.d_par,
             d_iso=D_ISO,
             details=io.fit_details(converged),
+            uncertainty=io.uncertainty_details(int(singular.sum())),
         )
         return runtime
 

@@ -4,7 +4,7 @@ Every output path of noddi-bids is built by :func:`derivative_path`, with entiti
 order (:data:`ENTITY_ORDER`)::
 
     sub-<label>[_ses-<label>][_acq-<label>][_rec-<label>][_dir-<label>][_run-<index>]
-        [_space-<label>][_model-<noddi|gmnoddi>][_param-<label>][_label-<WM|GM|CSF>]
+        [_space-<label>][_model-<noddi|gmnoddi>][_param-<label>][_stat-sd][_label-<WM|GM|CSF>]
         [_desc-<label>]_<suffix>.<extension>
 
 in ``sub-<label>[/ses-<label>]/dwi/``. Maps stay on the grid of the input dwi run: its ``space-``
@@ -39,13 +39,15 @@ from noddi_bids.atomic import atomic_target
 from noddi_bids.model.scheme import Scheme
 from noddi_bids.tissue import synthseg
 from noddi_bids.tissue.stats import TABLE_COLUMNS
-from noddi_bids.vocabulary import FLAGS, MODELS, NODDI, TISSUE_NAMES, estimator
+from noddi_bids.vocabulary import FLAGS, MODELS, NODDI, STATISTICS, TISSUE_NAMES, estimator
 from noddi_bids.vocabulary import parameter as find_parameter
 
 #: Order of entities in derivative names (BIDS order, then the diffusion-derivatives ones).
 ENTITY_ORDER = (
-    "sub", "ses", "acq", "rec", "dir", "run", "space", "model", "param", "label", "desc"
+    "sub", "ses", "acq", "rec", "dir", "run", "space", "model", "param", "stat", "label", "desc"
 )  # fmt: skip
+#: Entities a derivative adds to those of its run.
+DERIVATIVE_ENTITIES = ("model", "param", "stat", "label", "desc")
 #: How the brain mask is made when none is given (``BrainMask`` of its sidecar).
 AUTOMATIC_BRAIN_MASK = "dipy median_otsu"
 #: Name of the input dataset in BIDS URIs (``bids:<name>:<path>``) and ``DatasetLinks``.
@@ -236,6 +238,7 @@ def map_sidecar(
     estimate: Mapping[str, Any],
     excluded: Mapping[str, int],
     details: Mapping[str, Any] | None = None,
+    stat: str | None = None,
 ) -> dict[str, Any]:
     """Sidecar of one map: what it holds in words and units, the estimate, excluded voxels.
 
@@ -248,10 +251,16 @@ def map_sidecar(
     excluded : mapping
         :func:`excluded_voxels` of the run.
     details : mapping, optional
-        How the map was made, beyond the estimate (:func:`quality_details`).
+        How the map was made, beyond the estimate (:func:`quality_details`,
+        :func:`uncertainty_details`).
+    stat : str, optional
+        ``stat-`` label of a statistic of the estimate (:data:`~noddi_bids.vocabulary.STATISTICS`).
     """
+    description = find_parameter(name).description
+    if stat is not None:
+        description = f"{STATISTICS[stat].capitalize()} of the estimate of: {description}"
     return {
-        "Description": find_parameter(name).description,
+        "Description": description,
         "Units": find_parameter(name).units,
         **estimate,
         **(details or {}),
@@ -289,6 +298,28 @@ def quality_details(
         details["OutOfModelRatio"] = float(out_of_model[0])
         details["OutOfModelVoxels"] = int(out_of_model[1])
     return {"FitQuality": details}
+
+
+def uncertainty_details(n_singular: int) -> dict[str, Any]:
+    """How the standard deviations of the fit were computed (:mod:`noddi_bids.fit.uncertainty`).
+
+    Parameters
+    ----------
+    n_singular : int
+        Fitted voxels without a standard deviation of ODI, NDI or FWF.
+    """
+    return {
+        "Uncertainty": {
+            "Method": "expected Fisher information of the Rician likelihood at the estimate "
+            "(exact model Jacobian; per-measurement information h(S/sigma)/sigma^2, h tabulated "
+            "by quadrature), inverted in (ODI, NDI, FWF, two orientation angles, S0): the delta "
+            "method from the optimiser's sin^2 parameters",
+            "Statistic": "standard deviation (square root of the diagonal of the inverse "
+            "information)",
+            "NoiseSigma": "per voxel from the b = 0 volumes, as the fit",
+            "SingularVoxels": int(n_singular),
+        }
+    }
 
 
 def flag_sidecar(
@@ -423,7 +454,12 @@ def write_image(image: Path, target: Path, sidecar: Mapping[str, Any]) -> list[P
 
 
 def map_path(
-    output_dir: Path, source: Mapping[str, str], parameter: str, label: str, model: str = NODDI
+    output_dir: Path,
+    source: Mapping[str, str],
+    parameter: str,
+    label: str,
+    model: str = NODDI,
+    stat: str | None = None,
 ) -> Path:
     """Path of an estimator's map: ``..._model-noddi_param-<p>_desc-<estimator>_dwimap.nii.gz``.
 
@@ -438,11 +474,13 @@ def map_path(
         ``desc-`` label of the estimator (:data:`noddi_bids.vocabulary.ESTIMATORS`).
     model : str
         ``model-`` label of the NODDI variant (``noddi``; ``gmnoddi`` for ``--gm-noddi``).
+    stat : str, optional
+        ``stat-`` label of a statistic of the estimate (``sd``).
 
     Raises
     ------
     ValueError
-        If the estimator is unknown.
+        If the estimator or the statistic is unknown.
 
     Examples
     --------
@@ -450,12 +488,19 @@ def map_path(
     'sub-01_model-noddi_param-icvf_desc-nnhybrid_dwimap.nii.gz'
     >>> map_path(Path("out"), {"sub": "01"}, "ndi_modulated", "mle", "gmnoddi").name
     'sub-01_model-gmnoddi_param-icvfmodulated_desc-mle_dwimap.nii.gz'
+    >>> map_path(Path("out"), {"sub": "01"}, "odi", "mle", stat="sd").name
+    'sub-01_model-noddi_param-od_stat-sd_desc-mle_dwimap.nii.gz'
     """
-    desc = estimator(label).label
-    param = find_parameter(parameter).label
-    return derivative_path(
-        output_dir, source, "dwimap", ".nii.gz", model=MODELS[model].label, param=param, desc=desc
-    )
+    entities = {
+        "model": MODELS[model].label,
+        "param": find_parameter(parameter).label,
+        "desc": estimator(label).label,
+    }
+    if stat is not None:
+        if stat not in STATISTICS:
+            raise ValueError(f"Unknown statistic {stat!r}; expected one of {list(STATISTICS)}.")
+        entities["stat"] = stat
+    return derivative_path(output_dir, source, "dwimap", ".nii.gz", **entities)
 
 
 def flag_path(

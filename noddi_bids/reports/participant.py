@@ -32,6 +32,7 @@ import pandas as pd
 from noddi_bids import __version__
 from noddi_bids.io.bids import parse_entities
 from noddi_bids.io.derivatives import (
+    DERIVATIVE_ENTITIES,
     ENTITY_ORDER,
     derivative_name,
     derivative_path,
@@ -54,8 +55,10 @@ from noddi_bids.vocabulary import (
 )
 
 LOGGER = logging.getLogger("noddi_bids.reports")
+#: Colour scale of the standard-deviation maps (ODI, NDI, FWF lie in [0, 1]).
+SD_RANGE = (0.0, 0.2)
 #: Entities that identify a dwi run (those a derivative adds are left out).
-RUN_ENTITIES = tuple(e for e in ENTITY_ORDER if e not in ("model", "param", "label", "desc"))
+RUN_ENTITIES = tuple(e for e in ENTITY_ORDER if e not in DERIVATIVE_ENTITIES)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class RunDerivatives:
     entities: dict[str, str]
     maps: dict[str, dict[str, Path]] = field(default_factory=dict)
     quality: dict[str, dict[str, Path]] = field(default_factory=dict)
+    uncertainty: dict[str, dict[str, Path]] = field(default_factory=dict)
     mean_b0: Path | None = None
     brain_mask: Path | None = None
     tissue_masks: dict[str, Path] = field(default_factory=dict)
@@ -140,11 +144,18 @@ def _collect_run(output_dir: Path, run: dict[str, str]) -> RunDerivatives:
             continue
         kind = found.maps if parameter in PARAMETERS else found.quality
         kind.setdefault(desc, {})[parameter] = path
-    for desc in found.quality:
+    for desc in found.maps:
         for flag in FLAGS:
             if flag_path(output_dir, run, flag, desc).is_file():
-                found.quality[desc][flag] = flag_path(output_dir, run, flag, desc)
-    for kind, order in ((found.maps, PARAMETERS), (found.quality, (*QUALITY_MAPS, *FLAGS))):
+                kind = found.uncertainty if flag == "singular" else found.quality
+                kind.setdefault(desc, {})[flag] = flag_path(output_dir, run, flag, desc)
+        for parameter in PARAMETERS:
+            path = map_path(output_dir, run, parameter, desc, stat="sd")
+            if path.is_file():
+                found.uncertainty.setdefault(desc, {})[parameter] = path
+    orders = ((found.maps, PARAMETERS), (found.quality, (*QUALITY_MAPS, *FLAGS)),
+              (found.uncertainty, (*PARAMETERS, *FLAGS)))  # fmt: skip
+    for kind, order in orders:
         for estimator in kind:
             kind[estimator] = {p: kind[estimator][p] for p in order if p in kind[estimator]}
     found.mean_b0 = existing("dwiref", desc="meanb0")
@@ -295,6 +306,8 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
         parts.append(page.figure_html(png, page.PNG, caption, f"{name} maps"))
     parts.append(_heading(run, "fit", "Goodness of fit"))
     parts.append(_quality_html(run, loaded, mask, n_slices))
+    parts.append(_heading(run, "uncertainty", "Uncertainty"))
+    parts.append(_uncertainty_html(run, loaded, mask, n_slices))
     # Masks on the mean b = 0 image.
     if reference is not None:
         png = figures.mask_mosaic(reference[0], reference[1], mask, tissues, n_slices=n_slices)
@@ -323,7 +336,7 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
 
 def _run_images(run: RunDerivatives) -> list[Path]:
     """Images of a run, the mean b = 0 first (it defines the grid), then maps and masks."""
-    estimates = (*run.maps.values(), *run.quality.values())
+    estimates = (*run.maps.values(), *run.quality.values(), *run.uncertainty.values())
     maps = [path for files in estimates for path in files.values()]
     masks = [run.brain_mask, *run.tissue_masks.values()]
     return [p for p in (run.mean_b0, *maps, *masks) if p is not None]
@@ -386,6 +399,46 @@ def _quality_html(
         + (f"; voxels flagged: {counts}." if counts else ".")
     )
     return page.figure_html(png, page.PNG, caption, "goodness of fit")
+
+
+def _uncertainty_html(
+    run: RunDerivatives,
+    loaded: Mapping[Path, tuple[np.ndarray, tuple]],
+    mask: np.ndarray | None,
+    n_slices: int,
+) -> str:
+    """Show the standard deviations of each estimator that has them, voxels without in red."""
+    parts = []
+    for estimator in (e for e in run.estimators if e in run.uncertainty):
+        files = run.uncertainty[estimator]
+        rows = {
+            f"SD {figures.PARAMETER_NAMES[p]}": loaded[files[p]]
+            for p in PARAMETERS
+            if files.get(p) in loaded
+        }
+        if not rows:
+            continue
+        zooms = next(iter(rows.values()))[1]
+        volumes = {row: image[0] for row, image in rows.items()}
+        flags = {}
+        if files.get("singular") in loaded:
+            flags = {row: loaded[files["singular"]][0] > 0 for row in volumes}
+        name = figures.estimator_name(estimator)
+        title = f"{name}: standard deviations"
+        png = figures.map_mosaic(volumes, zooms, mask, n_slices=n_slices, flags=flags,
+                                 value_range=SD_RANGE, title=title)  # fmt: skip
+        singular = int(np.count_nonzero(next(iter(flags.values())))) if flags else 0
+        caption = (
+            f"{figures.estimator_label(estimator)}: standard deviation of each estimate, from the "
+            "Fisher information of the Rician likelihood at the estimate; colour scale "
+            f"[0, {SD_RANGE[1]:g}]. Red: voxels whose information matrix is singular (no "
+            f"standard deviation; {singular} voxels)."
+        )
+        parts.append(page.figure_html(png, page.PNG, caption, f"{name} standard deviations"))
+    return "".join(parts) or page.notice(
+        "No standard-deviation maps (stat-sd) were found for this run; the maximum-likelihood "
+        "fit (--mle) writes them."
+    )
 
 
 def _ratio(run: RunDerivatives) -> str:

@@ -25,6 +25,8 @@ ESTIMATE_FIELDS = ("odi_file", "ndi_file", "fwf_file", "direction_file", "odi_mo
 EXCLUDED_FIELDS = ("n_nonfinite", "n_nonpositive_b0")
 #: What an estimator node passes to its goodness-of-fit node.
 PREDICTION_FIELDS = ("odi_file", "ndi_file", "fwf_file", "direction_file", "d_par", "d_iso")
+#: What the fit passes to its writer beyond the estimate: standard deviations.
+UNCERTAINTY_FIELDS = ("odi_sd_file", "ndi_sd_file", "fwf_sd_file", "singular_file", "uncertainty")
 #: What a goodness-of-fit node passes to the derivative writer.
 QUALITY_FIELDS = ("rmse_file", "nrmse_file", "outofmodel_file", "quality")
 
@@ -187,7 +189,10 @@ def init_dwi_noddi_wf(
                 (writer, maps, [("map_files", f"in{index}")]),
             ])  # fmt: skip
         if isinstance(fit.interface, MLEEstimate):  # a network's prediction uses the mean b = 0
-            workflow.connect(fit, "s0_file", quality, "s0_file")
+            workflow.connect([
+                (fit, quality, [("s0_file", "s0_file")]),
+                (fit, writer, [(field, field) for field in UNCERTAINTY_FIELDS]),
+            ])  # fmt: skip
     if dicom:
         export = _dicom_node(run, output_dir, participants_tsv)
         workflow.connect([
