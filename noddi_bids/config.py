@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from noddi_bids.model.noddi import D_PAR
+from noddi_bids.model.noddi import D_PAR, GM_D_PAR
 from noddi_bids.model.scheme import B0_THRESHOLD
 
 #: Analysis levels of the BIDS App.
@@ -30,6 +30,9 @@ ANALYSIS_LEVELS = ("participant", "group")
 #: rotation-invariant networks by label type, and the study's raw-signal networks of the exact
 #: reference scheme (:mod:`noddi_bids.nn.store`).
 MODEL_CHOICES = ("auto", "nn-mle", "nn-gt", "nn-mle-raw", "nn-gt-raw")
+#: What ``--gradient-check`` does when the b-vectors disagree with the data: warn with the
+#: correction, apply it, stop; or skip the check.
+GRADIENT_CHECKS = ("warn", "fix", "stop", "off")
 #: Nipype plugins run by default: MultiProc for more than one process, Linear otherwise.
 DEFAULT_PLUGIN = "MultiProc"
 
@@ -108,6 +111,10 @@ class Config:
         Skip the BIDS validator.
     d_par : float
         Intra-neurite parallel diffusivity, mm^2/s.
+    gradient_check : str
+        ``warn``, ``fix``, ``stop`` or ``off`` (:data:`GRADIENT_CHECKS`).
+    gm_noddi : bool
+        Also estimate grey-matter NODDI (d_par :data:`~noddi_bids.model.noddi.GM_D_PAR`).
     plugin : str or None
         Nipype plugin from ``--use-plugin`` (``plugin_args`` its arguments); None: see
         :meth:`execution_plugin`.
@@ -134,6 +141,8 @@ class Config:
     b0_threshold: float = B0_THRESHOLD
     skip_bids_validation: bool = False
     d_par: float = D_PAR
+    gradient_check: str = "warn"
+    gm_noddi: bool = False
     plugin: str | None = None
     plugin_args: dict[str, Any] = field(default_factory=dict)
     verbosity: int = 0
@@ -178,6 +187,11 @@ class Config:
             raise UsageError("--mem-gb must be > 0.")
         if not 0 < args.dpar < 0.01:
             raise UsageError(f"--dpar {args.dpar:g} is not a diffusivity in mm^2/s (e.g. 1.7e-3).")
+        if args.gm_noddi and abs(args.dpar - GM_D_PAR) <= 1e-6 * GM_D_PAR:
+            raise UsageError(
+                f"--gm-noddi adds maps with d_par = {GM_D_PAR:g} mm^2/s, the --dpar given: "
+                "leave out one of them."
+            )
         if args.b0_threshold < 0:
             raise UsageError("--b0-threshold must be >= 0 (s/mm^2).")
         if args.run_synthseg and args.synthseg_dir is not None:
@@ -204,6 +218,8 @@ class Config:
             b0_threshold=float(args.b0_threshold),
             skip_bids_validation=bool(args.skip_bids_validation),
             d_par=float(args.dpar),
+            gradient_check=str(args.gradient_check),
+            gm_noddi=bool(args.gm_noddi),
             plugin=plugin,
             plugin_args=plugin_args,
             verbosity=int(args.verbose) - int(args.quiet),

@@ -228,6 +228,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def tiny_gm_model(tiny_model: Path) -> Path:
+    """:func:`tiny_model` for grey-matter NODDI (d_par ``GM_D_PAR``), in the same cache folder."""
+    from noddi_bids.model.noddi import GM_D_PAR
+    from noddi_bids.nn.features import FeatureSpec
+    from noddi_bids.nn.store import cached_model_path, train_auto_model
+
+    spec = FeatureSpec.for_scheme(reference_scheme())
+    target = cached_model_path(spec, GM_D_PAR, folder=tiny_model.parent)
+    train_auto_model(spec, target, GM_D_PAR, n_threads=1, progress=False, recipe=TINY_RECIPE)
+    return target
+
+
 @pytest.fixture
 def model_cache(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the model cache at :func:`tiny_model`'s folder for one test; returns the model."""

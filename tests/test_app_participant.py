@@ -78,6 +78,11 @@ def check_table_against_maps(folder: Path, prefix: str, estimators: list[str]) -
                 np.testing.assert_allclose(sd, expected.std(), rtol=0, atol=5e-5 + 1e-9)
             else:
                 assert np.isnan(mean) and np.isnan(sd)
+        nrmse = load(folder / stem.format("nrmse"))[mask][finite]
+        flags = load(folder / stem.format("outofmodel").replace("dwimap", "mask"))[mask][finite]
+        if row.n_voxels:
+            np.testing.assert_allclose(row.nrmse_median, np.median(nrmse), atol=5e-5 + 1e-9)
+            np.testing.assert_allclose(row.outofmodel_fraction, flags.mean(), atol=5e-5 + 1e-9)
     return table
 
 
@@ -90,7 +95,9 @@ def test_nn_only_builtin_tissues(tmp_path, model_cache, scheme_reads):
     names = sorted(p.name for p in folder.iterdir())
     expected = sorted(
         [f"sub-01_model-noddi_param-{p}_desc-nnmle_dwimap.{e}"
-         for p in [*PARAMS.values(), "direction"] for e in ("nii.gz", "json")]
+         for p in [*PARAMS.values(), "direction", "odmodulated", "icvfmodulated", "rmse",
+                   "nrmse"] for e in ("nii.gz", "json")]
+        + [f"sub-01_model-noddi_param-outofmodel_desc-nnmle_mask.{e}" for e in ("nii.gz", "json")]
         + [f"sub-01_label-{t}_mask.{e}" for t in ("WM", "GM", "CSF") for e in ("nii.gz", "json")]
         + ["sub-01_desc-brain_mask.nii.gz", "sub-01_desc-brain_mask.json",
            "sub-01_desc-meanb0_dwiref.nii.gz", "sub-01_desc-meanb0_dwiref.json",
@@ -153,6 +160,17 @@ def test_nn_mle_synthseg_on_other_grid_and_resume(tmp_path, model_cache, scheme_
         assert np.median(angles) < 5.0
     mle = json.loads((folder / "sub-01_model-noddi_param-icvf_desc-mle_dwimap.json").read_text())
     assert mle["Estimator"] == "mle" and "ModelFile" not in mle
+    # the fit's standard deviations (Fisher information), beside each map; none for networks
+    for param in PARAMS.values():
+        stem = folder / f"sub-01_model-noddi_param-{param}_stat-sd_desc-mle_dwimap"
+        sd = json.loads(stem.with_suffix(".json").read_text())
+        assert sd["Description"].startswith("Standard deviation of the estimate of")
+        assert "Fisher information" in sd["Uncertainty"]["Method"]
+        values = load(stem.with_name(stem.name + ".nii.gz"))[wm]
+        assert np.all(values[np.isfinite(values)] > 0) and np.median(values) < 0.1
+    singular = load(folder / "sub-01_model-noddi_param-singular_desc-mle_mask.nii.gz")
+    assert singular.dtype == np.uint8 and not singular[~mask].any()
+    assert not list(folder.glob("*_stat-sd_desc-nnmle_*"))
     tissue = json.loads((folder / "sub-01_label-GM_mask.json").read_text())
     assert tissue["Method"] == "SynthSeg" and tissue["Thresholds"]["GM"] == 0.8
     table = check_table_against_maps(folder, "sub-01", ["nnmle", "mle"])

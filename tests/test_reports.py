@@ -127,6 +127,14 @@ def write_run(
             sidecar |= {"NoiseModel": "Rician", "ConvergedFraction": 0.98}
         for p, label in (("odi", "od"), ("ndi", "icvf"), ("fwf", "isovf")):
             save(volumes[p], sidecar, "dwimap", model="noddi", param=label, desc=estimator)
+        # goodness of fit: NRMSE about 1/SNR, a corner of the brain out of model
+        volumes["nrmse"] = np.where(brain, 0.05 + rng.normal(0, 0.005, SHAPE), 0).astype(np.float32)
+        volumes["outofmodel"] = brain & (np.indices(SHAPE)[0] < 4)
+        volumes["nrmse"][volumes["outofmodel"]] = 0.3
+        quality = {**sidecar, "FitQuality": {"OutOfModelRatio": 2.0}}
+        save(volumes["nrmse"], quality, "dwimap", model="noddi", param="nrmse", desc=estimator)
+        flags = volumes["outofmodel"].astype(np.uint8)
+        save(flags, quality, "mask", model="noddi", param="outofmodel", desc=estimator)
     table = tissue_table(maps, masks)
     write_tsv(table, derivative_path(output_dir, entities, "stats", ".tsv", desc="tissue"))
 
@@ -240,9 +248,9 @@ def derivatives(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_participant_report_embeds_every_figure_and_names_everything(derivatives: Path):
     checker = check_html(derivatives / "sub-01.html")
-    # Mosaics of NN_MLE and MLE, masks, one NN-vs-MLE scatter, histograms.
-    assert len(checker.images) == 5
-    assert sum(s.startswith("data:image/png") for s in checker.images) == 3
+    # Mosaics of NN_MLE and MLE, goodness of fit, masks, one NN-vs-MLE scatter, histograms.
+    assert len(checker.images) == 6
+    assert sum(s.startswith("data:image/png") for s in checker.images) == 4
     assert sum(s.startswith("data:image/svg+xml") for s in checker.images) == 2
     text = " ".join(checker.text)
     for word in (
@@ -257,6 +265,9 @@ def test_participant_report_embeds_every_figure_and_names_everything(derivatives
         "NDI",
         "FWF",
         "sub-01_dwi",
+        "Goodness of fit",
+        "NRMSE",
+        "above 2 times the local noise level",
     ):
         assert word in text, word
     # Provenance: model and checksum, scheme, diffusivities, command and timings.
@@ -286,6 +297,7 @@ def test_tissue_table_values_shown(derivatives: Path):
         assert str(record.n_voxels) in text
     wm = table[(table.tissue == "WM") & (table.estimator == "mle")].iloc[0]
     assert f"{wm.ndi_mean:.2f} \u00b1 {wm.ndi_sd:.2f}" in text
+    assert f"{wm.nrmse_median:.3f}" in text and f"{100 * wm.outofmodel_fraction:.1f} %" in text
 
 
 def test_report_per_session_covers_its_runs_only(tmp_path: Path):
@@ -301,7 +313,7 @@ def test_report_per_session_covers_its_runs_only(tmp_path: Path):
     path = write_participant_report(output_dir, "03", "1")
     assert path.name == "sub-03_ses-1.html"
     checker = check_html(path)
-    assert len(checker.images) == 6  # per run: mosaic, masks, histograms
+    assert len(checker.images) == 8  # per run: mosaic, goodness of fit, masks, histograms
     assert {"#sub-03_ses-1_run-1_dwi", "#sub-03_ses-1_run-2_dwi"} <= set(checker.links)
     assert "ses-2" not in " ".join(checker.text)
     # Without a session, a report would cover both sessions.
@@ -314,7 +326,7 @@ def test_report_without_mle_says_why_there_is_no_scatter(tmp_path: Path):
     output_dir = tmp_path / "out"
     write_run(output_dir, {"sub": "04"}, estimators=("nngt",), seed=6)
     checker = check_html(write_participant_report(output_dir, "04"))
-    assert len(checker.images) == 3  # mosaic, masks, histograms
+    assert len(checker.images) == 4  # mosaic, goodness of fit, masks, histograms
     text = " ".join(checker.text)
     assert "NN_GT" in text and "Scatter plots need the maximum-likelihood fit" in text
     assert "No timings were passed" in text
@@ -328,7 +340,7 @@ def test_image_on_another_grid_is_left_out_with_a_notice(tmp_path: Path):
     checker = check_html(write_participant_report(output_dir, "08"))
     text = " ".join(checker.text)
     assert "left out" in text and gm.name in text
-    assert len(checker.images) == 3
+    assert len(checker.images) == 4
     assert "(WM, CSF; bottom)" in text
 
 

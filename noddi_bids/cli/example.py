@@ -22,6 +22,7 @@ import numpy as np
 
 from noddi_bids.example.bids import TABLES, make_example
 from noddi_bids.example.compare import compare_with_truth
+from noddi_bids.example.phantom import FIBRES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(rotated, each direction tilted; default), the reference itself, rotated as a whole, "
         "or another well-spread direction set",
     )
+    make.add_argument(
+        "--fibres",
+        choices=FIBRES,
+        default="random",
+        help="fibre orientations: a smooth random field (default), or along the anatomy (white "
+        "matter's sheets and tubes, radial in the cortex), as the gradient-table check needs",
+    )
     compare = commands.add_parser("compare", help="error of the app's maps against the truth")
     compare.add_argument("example_dir")
     compare.add_argument("derivatives_dir")
@@ -58,7 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "make":
-        make_example(Path(args.out_dir), args.voxel_size, args.snr, args.seed, table=args.table)
+        make_example(
+            Path(args.out_dir), args.voxel_size, args.snr, args.seed, table=args.table,
+            fibres=args.fibres,
+        )  # fmt: skip
         return 0
     if args.command == "dicom":
         return _write_dicom(Path(args.dwi), Path(args.out_dir), args.enhanced)

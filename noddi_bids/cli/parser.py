@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from noddi_bids import __version__
-from noddi_bids.config import ANALYSIS_LEVELS, MODEL_CHOICES, UsageError
-from noddi_bids.model.noddi import D_PAR
+from noddi_bids.config import ANALYSIS_LEVELS, GRADIENT_CHECKS, MODEL_CHOICES, UsageError
+from noddi_bids.model.noddi import D_PAR, GM_D_PAR
 from noddi_bids.model.scheme import B0_THRESHOLD
 
 
@@ -114,11 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="intra-neurite parallel diffusivity, mm^2/s",
     )
     model.add_argument(
+        "--gm-noddi",
+        action="store_true",
+        help=f"also estimate grey-matter NODDI (d_par {GM_D_PAR:g} mm^2/s, QSIRecon's gmNODDI) "
+        "with every estimator: a second set of maps named model-gmnoddi (a network for it is "
+        "trained once per shells with --model auto)",
+    )
+    model.add_argument(
         "--b0-threshold",
         type=float,
         default=B0_THRESHOLD,
         metavar="S_PER_MM2",
         help="volumes with b <= this value (s/mm^2) count as b = 0",
+    )
+
+    model.add_argument(
+        "--gradient-check",
+        choices=GRADIENT_CHECKS,
+        default="warn",
+        help="check the b-vectors against the data before estimation (flipped or permuted "
+        "axes, from the tensors' spatial coherence): warn with the correction, fix (apply "
+        "it), stop (exit with an error) or off",
     )
 
     tissue = parser.add_argument_group("masks and tissues")

@@ -6,6 +6,7 @@ code (see ``docs/usage.md``) and the output folder is not even created.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -30,7 +31,7 @@ from noddi_bids.config import (
 )
 from noddi_bids.io.bids import DwiRun, collect_dwi_runs, parse_entities, validate_dataset
 from noddi_bids.io.derivatives import write_dataset_description, write_json, write_tsv
-from noddi_bids.model.noddi import D_ISO
+from noddi_bids.model.noddi import D_ISO, GM_D_PAR
 from noddi_bids.tissue.stats import DECIMALS, SUMMARY_COLUMNS, group_columns, group_tables
 
 LOGGER = logging.getLogger("noddi_bids")
@@ -122,12 +123,15 @@ def run_participant(config: Config, command: Sequence[str] = ()) -> None:
     if not config.skip_bids_validation:
         validate_dataset(config.bids_dir)
     runs = collect_dwi_runs(config)
+    if config.gradient_check != "off":
+        runs = [check_gradient_table(run, config.gradient_check) for run in runs]
     if config.run_synthseg and shutil.which("mri_synthseg") is None:
         raise InputError(
             "--run-synthseg needs FreeSurfer's mri_synthseg (FreeSurfer >= 7.3) on PATH; "
             "install it or pass --synthseg-dir with existing SynthSeg outputs."
         )
     models = resolve_models(config, runs)
+    gm_models = resolve_models(config, runs, GM_D_PAR) if config.gm_noddi else None
     check_writable_folder(config.output_dir)
     LOGGER.info("Inputs checked in %.1f s.", time.perf_counter() - start)
 
@@ -142,7 +146,7 @@ def run_participant(config: Config, command: Sequence[str] = ()) -> None:
         # MultiProc workers fork from a forkserver that has imported the interfaces once
         multiprocessing.set_forkserver_preload(list(WORKER_PRELOAD))
     try:
-        workflow = init_noddi_bids_wf(config, runs, models)
+        workflow = init_noddi_bids_wf(config, runs, models, gm_models)
         workflow.config["execution"].update(
             {
                 "crashdump_dir": str(config.output_dir / "logs"),
@@ -178,7 +182,71 @@ def run_participant(config: Config, command: Sequence[str] = ()) -> None:
     )
 
 
-def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
+def check_gradient_table(run: DwiRun, action: str) -> DwiRun:
+    """Check a run's b-vectors against its data (:mod:`noddi_bids.qc.gradients`) and act.
+
+    Parameters
+    ----------
+    run : DwiRun
+        A validated run.
+    action : {"warn", "fix", "stop"}
+        On an error: log a warning naming the correction, apply the correction, or stop.
+
+    Returns
+    -------
+    DwiRun
+        The run with its verdict (``gradient_check``) and, when fixed, the corrected scheme.
+
+    Raises
+    ------
+    InputError
+        With ``stop``, when the table is in error (nothing written yet).
+    """
+    import nibabel as nib
+    import numpy as np
+
+    from noddi_bids.model.reference import normalise_dwi
+    from noddi_bids.qc.gradients import check_gradient_table as check
+
+    start = time.perf_counter()
+    image = nib.load(run.dwi)
+    region = None
+    if run.brain_mask is not None:
+        region = np.asarray(nib.load(run.brain_mask).dataobj) > 0
+    reference = normalise_dwi(image.get_fdata(dtype=np.float32), run.scheme.b0_mask, region)
+    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    found = check(reference.signals, reference.mask, run.scheme, zooms)  # type: ignore[arg-type]
+    record = found.to_dict()
+    LOGGER.info("%s: gradient-table check: %s (%.1f s).", run.bvec.name, found.summary(),
+                time.perf_counter() - start)  # fmt: skip
+    if found.verdict != "error":
+        return dataclasses.replace(run, gradient_check={**record, "Applied": False})
+    note = ""
+    if found.correction.words == "x flipped" and np.linalg.det(image.affine[:3, :3]) > 0:
+        note = (" (as FSL-format b-vectors of an image stored with a positive determinant are; "
+                "noddi-bids reads b-vectors in the image axes)")  # fmt: skip
+    if action == "stop":
+        raise InputError(
+            f"{run.bvec}: {found.summary()}{note}; correct the b-vectors or rerun with "
+            "--gradient-check fix."
+        )
+    if action == "fix":
+        LOGGER.warning("%s: %s%s; applying the correction %s.", run.bvec, found.summary(), note,
+                       found.correction.name)  # fmt: skip
+        return dataclasses.replace(
+            run,
+            scheme=found.correction.apply(run.scheme),
+            gradient_check={**record, "Applied": True},
+        )
+    LOGGER.warning("%s: %s%s; the maps use the table as given: rerun with --gradient-check fix "
+                   "to apply %s, or correct the file.", run.bvec, found.summary(), note,
+                   found.correction.name)  # fmt: skip
+    return dataclasses.replace(run, gradient_check={**record, "Applied": False})
+
+
+def resolve_models(
+    config: Config, runs: Sequence[DwiRun], d_par: float | None = None
+) -> dict[str, Path]:
     """Resolve the network of every scheme once (may train one for ``--model auto``).
 
     Parameters
@@ -187,6 +255,9 @@ def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
         Settings (``model``, ``d_par``).
     runs : sequence of DwiRun
         Validated runs.
+    d_par : float, optional
+        Intra-neurite diffusivity the networks must have been trained with, mm^2/s (default
+        ``config.d_par``; :data:`~noddi_bids.model.noddi.GM_D_PAR` for ``--gm-noddi``).
 
     Returns
     -------
@@ -202,15 +273,15 @@ def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
     from noddi_bids.nn.store import resolve_model
 
     labels = "gt" if config.model in ("nn-gt", "nn-gt-raw") else "mle"
+    d_par = config.d_par if d_par is None else d_par
+    option = "--dpar" if d_par == config.d_par else "--gm-noddi"
     models: dict[str, Path] = {}
     for run in runs:
         if run.scheme.hash in models:
             continue
         try:
             path = Path(
-                resolve_model(
-                    config.model, run.scheme, d_par=config.d_par, d_iso=D_ISO, labels=labels
-                )
+                resolve_model(config.model, run.scheme, d_par=d_par, d_iso=D_ISO, labels=labels)
             )
             estimator = OnnxEstimator(path)
             estimator.check_scheme(run.scheme)
@@ -219,10 +290,10 @@ def resolve_models(config: Config, runs: Sequence[DwiRun]) -> dict[str, Path]:
         except FileNotFoundError as err:
             raise MissingInputError(str(err)) from err
         trained = float(estimator.metadata.d_par)
-        if abs(trained - config.d_par) > _DPAR_RTOL * config.d_par:
+        if abs(trained - d_par) > _DPAR_RTOL * d_par:
             raise InputError(
-                f"{path}: network trained with d_par = {trained:g} mm^2/s but --dpar is "
-                f"{config.d_par:g}; use --model auto to train a matching network."
+                f"{path}: network trained with d_par = {trained:g} mm^2/s but {option} needs "
+                f"{d_par:g}; use --model auto to train a matching network."
             )
         LOGGER.info("%s: model %s (%s).", run.name, path, run.scheme.summary())
         models[run.scheme.hash] = path

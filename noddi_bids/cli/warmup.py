@@ -1,4 +1,4 @@
-"""``noddi-bids-warmup``: compile the fitter's and the signal synthesis' numba kernels once.
+"""``noddi-bids-warmup``: compile the fitter's, synthesis' and gradient check's numba kernels.
 
 numba compiles the kernels on their first use (about a minute on two cores) and caches the
 machine code next to the sources or in ``$NUMBA_CACHE_DIR``; every
@@ -19,12 +19,13 @@ LOGGER = logging.getLogger(__name__)
 
 
 def warm_up() -> float:
-    """Compile (or load from the cache) every kernel of the fit and of the signal synthesis.
+    """Compile (or load from the cache) every kernel: fit, signal synthesis, gradient check.
 
     Fits a few synthetic voxels of the reference scheme from the grid search and from given
-    parameters, and synthesises their signals, which touches every compiled function; then
-    makes a few samples of training data on random schemes, as ``--model auto`` does, whose
-    tables reach the same kernels as arrays of other types (writable rather than read-only).
+    parameters, synthesises their signals and checks their gradient table, which touches every
+    compiled function; then makes a few samples of training data on random schemes, as
+    ``--model auto`` does, whose tables reach the same kernels as arrays of other types
+    (writable rather than read-only).
 
     Returns
     -------
@@ -35,6 +36,7 @@ def warm_up() -> float:
     from noddi_bids.model.scheme import reference_scheme
     from noddi_bids.nn.features import FeatureSpec
     from noddi_bids.nn.synth import make_invariant_training_set, synthesise_signals
+    from noddi_bids.qc.gradients import check_gradient_table
 
     start = time.perf_counter()
     scheme = reference_scheme()
@@ -47,6 +49,7 @@ def warm_up() -> float:
     fitter.fit(signals, sigma=sigma, progress=False)
     fitter.fit(signals, sigma=sigma, init=init, progress=False)
     make_invariant_training_set(FeatureSpec.for_scheme(scheme), 8, n_schemes=2, progress=False)
+    check_gradient_table(signals, np.ones((3, 1, 1), bool), scheme, (2.0, 2.0, 2.0))
     return time.perf_counter() - start
 
 

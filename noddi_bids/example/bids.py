@@ -195,6 +195,7 @@ def make_example(
     seed: int = 0,
     progress: bool | None = None,
     table: str = "motion",
+    fibres: str = "random",
 ) -> Path:
     """Write the example BIDS dataset with ground truth and SynthSeg-style derivatives.
 
@@ -213,6 +214,9 @@ def make_example(
     table : str
         Gradient table (:func:`example_scheme`); by default the reference protocol as a
         motion-corrected subject has it: rotated, each direction tilted.
+    fibres : {"random", "anatomical"}
+        Fibre orientations (:func:`noddi_bids.example.phantom.phantom_parameters`): a smooth
+        random field (default), or along the anatomy, as the gradient-table check needs.
 
     Returns
     -------
@@ -223,7 +227,7 @@ def make_example(
     out_dir = Path(out_dir)
     fine, fine_affine = crop_to_brain(*tissue_probabilities())
     fractions, affine = downsample(fine, fine_affine, voxel_size)
-    maps = phantom_parameters(fractions, rng)
+    maps = phantom_parameters(fractions, rng, fibres)
     scheme = example_scheme(table, seed)
     data = simulate_dwi(maps, scheme, snr, rng, progress)
     dwi = write_bids_dwi(out_dir, {"sub": "01"}, data, affine, scheme)
@@ -231,7 +235,7 @@ def make_example(
     (out_dir / "README").write_text(
         "Synthetic NODDI phantom from the MNI152 tissue maps shipped with nilearn, written by "
         f"`python -m noddi_bids.example make` (voxel {voxel_size} mm, SNR {snr}, seed {seed}, "
-        f"gradient table {table}).\n"
+        f"gradient table {table}{'' if fibres == 'random' else f', {fibres} fibres'}).\n"
     )
     truth = out_dir / "derivatives" / "truth"
     _description(truth, "noddi-bids example: ground truth")

@@ -37,6 +37,9 @@ VARIATION_SD = 0.04
 FREESURFER_LABELS = {"WM": (2, 41), "GM": (3, 42), "ventricle": (4, 43), "CSF": (24, 24)}
 #: CSF farther than this from the brain surface (mm) is labelled as lateral ventricle.
 VENTRICLE_DEPTH_MM = 15.0
+#: Fibre orientation fields: a smooth random field (the default), or anatomical (see
+#: :func:`anatomical_directions`).
+FIBRES = ("random", "anatomical")
 _CHUNK = 2000
 
 
@@ -97,8 +100,39 @@ def smooth_field(shape: tuple[int, ...], sigma: float, rng: np.random.Generator)
     return field / max(float(field.std()), 1e-12)
 
 
+def anatomical_directions(fractions: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Fibre orientations that follow the anatomy of the tissue fractions.
+
+    From the structure tensor of the (smoothed) white-matter fraction: in white matter the
+    direction along which the fraction changes least (along its sheets and tubes, as tracts
+    run), elsewhere the direction across the white-matter boundary (radial in the cortex, as
+    its neurites are). Fibres that continue along the tissue are what a gradient-table check
+    looks for (:mod:`noddi_bids.qc.gradients`); a random field carries no such structure.
+
+    Parameters
+    ----------
+    fractions : mapping
+        ``{"WM", "GM", "CSF"}`` fractions on one isotropic grid.
+
+    Returns
+    -------
+    ndarray, shape (X, Y, Z, 3)
+        Unit vectors in voxel axes.
+    """
+    wm = ndimage.gaussian_filter(np.asarray(fractions["WM"], dtype=np.float64), 1.0)
+    gradient = np.gradient(wm)
+    tensor = np.empty(wm.shape + (3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            tensor[..., i, j] = ndimage.gaussian_filter(gradient[i] * gradient[j], 2.0)
+            tensor[..., j, i] = tensor[..., i, j]
+    _, vectors = np.linalg.eigh(tensor)
+    white = np.asarray(fractions["WM"]) >= 0.5
+    return np.where(white[..., None], vectors[..., 0], vectors[..., 2])
+
+
 def phantom_parameters(
-    fractions: Mapping[str, np.ndarray], rng: np.random.Generator
+    fractions: Mapping[str, np.ndarray], rng: np.random.Generator, fibres: str = "random"
 ) -> dict[str, np.ndarray]:
     """Ground-truth maps of a phantom with the given tissue fractions.
 
@@ -108,6 +142,9 @@ def phantom_parameters(
         ``{"WM", "GM", "CSF"}`` fractions on one grid.
     rng : numpy.random.Generator
         Seeded generator.
+    fibres : {"random", "anatomical"}
+        Fibre orientations: a smooth random field, or :func:`anatomical_directions` (the
+        random field is drawn in both cases, so the other maps and the noise are the same).
 
     Returns
     -------
@@ -129,6 +166,10 @@ def phantom_parameters(
     maps["ndi"] = np.clip(maps["ndi"], 0.01, 0.99)
     maps["fwf"] = np.clip(maps["fwf"], 0.0, 1.0)
     direction = np.stack([smooth_field(shape, 2.0, rng) for _ in range(3)], axis=-1)
+    if fibres == "anatomical":
+        direction = anatomical_directions(fractions)
+    elif fibres != "random":
+        raise ValueError(f"fibres must be one of {FIBRES}, got {fibres!r}")
     maps["direction"] = direction / np.linalg.norm(direction, axis=-1, keepdims=True)
     maps["s0"] = sum(weights[t] * TISSUE_S0[t] for t in weights)
     for name in (*PARAMETERS, "s0"):

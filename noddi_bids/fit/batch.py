@@ -24,10 +24,25 @@ from noddi_bids.fit.polynomial import CONTRACT
 
 
 @njit(cache=True, fastmath=CONTRACT)
-def _gather_measurements(data, row, order, out):
+def gather_measurements(data, row, order, out):
     """``out = data[row, order]``, clipped at 0 (magnitudes)."""
     for m in range(order.shape[0]):
         out[m] = max(data[row, order[m]], 0.0)
+
+
+@njit(cache=True, inline="always", fastmath=CONTRACT)
+def voxel_workspace(data, row, order, direction, tables):
+    """Work arrays of one voxel with its measurements gathered, and the chart at ``direction``.
+
+    Returns ``(scratch, measured, frame)``: :func:`~noddi_bids.fit.layout.scratch_arrays`, the
+    voxel's measurements in the tables' order (its ``SLOT_MEASURED`` array) and the unit
+    direction with the two vectors completing it (:func:`~noddi_bids.fit.layout.orientation_frame`).
+    """
+    scratch = scratch_arrays(tables)
+    measured = scratch[SLOT_MEASURED]
+    gather_measurements(data, row, order, measured)
+    mu0 = direction / np.sqrt(direction @ direction)
+    return scratch, measured, (mu0, *orientation_frame(mu0))
 
 
 @njit(cache=True, parallel=True, fastmath=CONTRACT)
@@ -55,11 +70,8 @@ def fit_voxels(
     converged = np.zeros(n_vox, dtype=np.bool_)
     iterations = np.zeros(n_vox, dtype=np.int64)
     for i in prange(n_vox):
-        scratch = scratch_arrays(tables)
-        measured = scratch[SLOT_MEASURED]
-        _gather_measurements(data, rows[i], order, measured)
-        mu0 = directions[i] / np.sqrt(directions[i] @ directions[i])
-        frame = (mu0, *orientation_frame(mu0))
+        scratch, measured, frame = voxel_workspace(data, rows[i], order, directions[i], tables)
+        mu0 = frame[0]
         s0 = start[i, 3]
         if n_starts > 0:
             grid_nll, grid_ndi_best, grid_fwf_best = grid_search(

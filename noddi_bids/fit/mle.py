@@ -170,22 +170,8 @@ class NoddiMLE:
         -------
         NoddiFit
         """
-        data = np.asarray(data, dtype=np.float64)
-        if data.ndim != 2 or data.shape[1] != self.tables.bvals.shape[0]:
-            raise ValueError(
-                f"data must have shape (voxels, {self.tables.bvals.shape[0]}), got {data.shape}"
-            )
+        data, mean_b0, sigma, valid = self._noise(data, sigma)
         n_vox = data.shape[0]
-        b0_mask = np.asarray(self.scheme.b0_mask)
-        finite = np.all(np.isfinite(data), axis=1)
-        b0_images = np.where(finite[:, None], np.maximum(data[:, b0_mask], 0.0), 0.0)
-        mean_b0 = b0_images.mean(axis=1)
-        sigma = (
-            estimate_sigma(b0_images)
-            if sigma is None
-            else np.broadcast_to(np.asarray(sigma, dtype=np.float64), (n_vox,))
-        )
-        valid = finite & (mean_b0 > 0) & np.isfinite(sigma) & (sigma > 0)
         n_skipped = n_vox - int(valid.sum())
         if n_skipped:
             LOGGER.warning(
@@ -203,6 +189,72 @@ class NoddiMLE:
                 self._fit_chunk(data, sigma[rows], mean_b0[rows], init, rows, result)
                 bar.update(rows.size)
         return NoddiFit(**result)
+
+    def standard_deviations(
+        self, data: np.ndarray, fit: NoddiFit, sigma: float | np.ndarray | None = None
+    ) -> np.ndarray:
+        """Return the SDs of the fitted ODI, NDI and FWF (:mod:`noddi_bids.fit.uncertainty`).
+
+        From the expected Fisher information of the Rician likelihood at the estimate, with the
+        same noise sigma as the fit.
+
+        Parameters
+        ----------
+        data : ndarray, shape (N, M)
+            The signals :meth:`fit` was given.
+        fit : NoddiFit
+            Its result.
+        sigma : float or ndarray of shape (N,), optional
+            As given to :meth:`fit`.
+
+        Returns
+        -------
+        ndarray, shape (N, 3)
+            SDs of ODI, NDI, FWF; NaN where the voxel was not fitted or a parameter has no
+            information (a singular information matrix).
+        """
+        from noddi_bids.fit.uncertainty import standard_deviations
+
+        data, _, sigma, valid = self._noise(data, sigma)
+        result = np.full((data.shape[0], 3), np.nan)
+        estimates = np.column_stack([fit.odi, fit.ndi, fit.fwf, fit.s0])
+        rows = np.flatnonzero(valid & np.all(np.isfinite(estimates), axis=1))
+        set_threads(self.n_threads)
+        data = np.ascontiguousarray(data)
+        for start in range(0, rows.size, self.chunk_size):
+            chunk = rows[start : start + self.chunk_size]
+            result[chunk] = standard_deviations(
+                data, chunk, self._order, sigma[chunk], estimates[chunk], fit.direction[chunk],
+                self.tables.packed(),
+            )  # fmt: skip
+        return result
+
+    def _noise(
+        self, data: np.ndarray, sigma: float | np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Check the data; return it, its mean b = 0, noise sigma and the voxels to fit.
+
+        Raises
+        ------
+        ValueError
+            If ``data`` is not (voxels, measurements of the scheme).
+        """
+        data = np.asarray(data, dtype=np.float64)
+        if data.ndim != 2 or data.shape[1] != self.tables.bvals.shape[0]:
+            raise ValueError(
+                f"data must have shape (voxels, {self.tables.bvals.shape[0]}), got {data.shape}"
+            )
+        b0_mask = np.asarray(self.scheme.b0_mask)
+        finite = np.all(np.isfinite(data), axis=1)
+        b0_images = np.where(finite[:, None], np.maximum(data[:, b0_mask], 0.0), 0.0)
+        mean_b0 = b0_images.mean(axis=1)
+        sigma = (
+            estimate_sigma(b0_images)
+            if sigma is None
+            else np.broadcast_to(np.asarray(sigma, dtype=np.float64), (data.shape[0],))
+        )
+        valid = finite & (mean_b0 > 0) & np.isfinite(sigma) & (sigma > 0)
+        return data, mean_b0, sigma, valid
 
     def _fit_chunk(self, data, sigma, mean_b0, init, rows, result) -> None:
         """Fit the voxels ``rows`` of ``data`` (finite; negative values are clipped to 0)."""

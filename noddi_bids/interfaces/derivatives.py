@@ -22,7 +22,16 @@ from nipype.interfaces.base import (
 
 from noddi_bids.interfaces.specs import scheme_trait
 from noddi_bids.io import derivatives as io
-from noddi_bids.vocabulary import ESTIMATORS, MAPS, TISSUES
+from noddi_bids.vocabulary import (
+    ESTIMATORS,
+    FLAGS,
+    MAPS,
+    MODELS,
+    MODULATED_MAPS,
+    PARAMETERS,
+    QUALITY_MAPS,
+    TISSUES,
+)
 
 
 class _DerivativesInputSpec(BaseInterfaceInputSpec):
@@ -83,14 +92,37 @@ class _WriteEstimateInputSpec(_ExcludedInputSpec):
     d_iso = traits.Float(mandatory=True, desc="free-water diffusivity, mm^2/s")
     details = traits.Dict(traits.Str, traits.Any, mandatory=True, desc="estimator's details")
     scheme = scheme_trait()
+    odi_modulated_file = File(exists=True, desc="ODI x (1 - FWF)")
+    ndi_modulated_file = File(exists=True, desc="NDI x (1 - FWF)")
+    model = traits.Enum(*MODELS, usedefault=True, desc="model- label of the NODDI variant")
+    rmse_file = File(exists=True, desc="RMSE of the predicted signal")
+    nrmse_file = File(exists=True, desc="RMSE / mean b = 0")
+    outofmodel_file = File(exists=True, desc="out-of-model voxels")
+    quality = traits.Dict(traits.Str, traits.Any, desc="how the goodness of fit was computed")
+    odi_sd_file = File(exists=True, desc="standard deviation of ODI")
+    ndi_sd_file = File(exists=True, desc="standard deviation of NDI")
+    fwf_sd_file = File(exists=True, desc="standard deviation of FWF")
+    singular_file = File(exists=True, desc="fitted voxels without a standard deviation")
+    uncertainty = traits.Dict(traits.Str, traits.Any, desc="how the SDs were computed")
+    gradient_check = traits.Dict(traits.Str, traits.Any, desc="gradient-table check of the run")
+
+
+#: Standard-deviation maps an estimate may have (``<name>_sd_file``) -> their parameter.
+SD_MAPS = {f"{name}_sd": name for name in PARAMETERS}
 
 
 class _WriteEstimateOutputSpec(_WrittenOutputSpec):
-    map_files = traits.Dict(traits.Str, File(exists=True), desc="parameter name -> map written")
+    map_files = traits.Dict(traits.Str, File(exists=True), desc="map or flag name -> file written")
 
 
 class WriteEstimate(SimpleInterface):
-    """Write one estimator's maps (``model-noddi_param-<p>_desc-<estimator>_dwimap``)."""
+    """Write one estimator's maps (``model-<noddi|gmnoddi>_param-<p>_desc-<estimator>_dwimap``).
+
+    The parameters, their tissue-fraction-modulated maps (``param-odmodulated``,
+    ``param-icvfmodulated``) and, when given, the goodness-of-fit maps (``param-rmse``,
+    ``param-nrmse``), out-of-model voxels (``model-noddi_param-outofmodel_desc-<est>_mask``),
+    standard deviations (``param-<p>_stat-sd``) and voxels without one (``param-singular``).
+    """
 
     input_spec = _WriteEstimateInputSpec
     always_run = True  # rewrite outputs even when the node is cached
@@ -99,16 +131,36 @@ class WriteEstimate(SimpleInterface):
     def _run_interface(self, runtime):
         inputs = self.inputs
         estimate = io.estimate_sidecar(
-            inputs.estimator, inputs.d_par, inputs.d_iso, inputs.scheme, inputs.details
+            inputs.estimator,
+            inputs.d_par,
+            inputs.d_iso,
+            inputs.scheme,
+            inputs.details,
+            inputs.gradient_check if isdefined(inputs.gradient_check) else None,
+            inputs.model,
         )
         excluded = _excluded(inputs)
+        quality = inputs.quality if isdefined(inputs.quality) else {}
+        uncertainty = inputs.uncertainty if isdefined(inputs.uncertainty) else {}
+        details = {"rmse": quality, "nrmse": quality, "outofmodel": quality,
+                   "singular": uncertainty}  # fmt: skip
         files, maps = [], {}
-        for name in MAPS:
+        names = (inputs.output_dir, inputs.entities)
+        for name in (*MAPS, *MODULATED_MAPS, *QUALITY_MAPS, *FLAGS, *SD_MAPS):
             path = getattr(inputs, f"{name}_file")
             if not isdefined(path):
                 continue
-            target = io.map_path(inputs.output_dir, inputs.entities, name, inputs.estimator)
-            written = _write(inputs, path, target, io.map_sidecar(name, estimate, excluded))
+            if name in FLAGS:
+                target = io.flag_path(*names, name, inputs.estimator, inputs.model)
+                sidecar = io.flag_sidecar(name, estimate, details[name])
+            elif name in SD_MAPS:
+                parameter = SD_MAPS[name]
+                target = io.map_path(*names, parameter, inputs.estimator, inputs.model, "sd")
+                sidecar = io.map_sidecar(parameter, estimate, excluded, uncertainty, "sd")
+            else:
+                target = io.map_path(*names, name, inputs.estimator, inputs.model)
+                sidecar = io.map_sidecar(name, estimate, excluded, details.get(name))
+            written = _write(inputs, path, target, sidecar)
             maps[name] = written[0]
             files.extend(written)
         self._results.update(out_files=files, map_files=maps)

@@ -10,14 +10,21 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, traits
 
 from noddi_bids.interfaces.specs import SignalsInputSpec
+from noddi_bids.interfaces.volumes import save_volumes
 from noddi_bids.io import derivatives as io
-from noddi_bids.model.noddi import D_ISO
-from noddi_bids.vocabulary import ESTIMATORS, MAPS, MLE, NETWORK_ESTIMATORS
+from noddi_bids.model.noddi import D_ISO, tissue_fraction_modulated
+from noddi_bids.vocabulary import (
+    ESTIMATORS,
+    MAPS,
+    MLE,
+    MODULATED_FROM,
+    NETWORK_ESTIMATORS,
+    PARAMETERS,
+)
 
 
 class _EstimatorInputSpec(SignalsInputSpec):
@@ -29,6 +36,8 @@ class _EstimateOutputSpec(TraitedSpec):
     ndi_file = File(exists=True, desc="neurite density index map")
     fwf_file = File(exists=True, desc="free-water fraction map")
     direction_file = File(desc="mean fibre orientation (X, Y, Z, 3)")
+    odi_modulated_file = File(exists=True, desc="ODI x (1 - FWF)")
+    ndi_modulated_file = File(exists=True, desc="NDI x (1 - FWF)")
     estimator = traits.Enum(*ESTIMATORS, desc="desc- label of the estimator")
     d_par = traits.Float(desc="intra-neurite parallel diffusivity of the estimate, mm^2/s")
     d_iso = traits.Float(desc="free-water diffusivity of the estimate, mm^2/s")
@@ -82,7 +91,7 @@ class NNEstimate(SimpleInterface):
             direction="direction" in maps,
         )
         self._results.update(
-            _save_maps(maps, self.inputs.mask_file),
+            save_volumes(_with_modulated(maps), self.inputs.mask_file),
             estimator=NETWORK_ESTIMATORS[meta.labels],
             d_par=float(meta.d_par),
             d_iso=float(meta.d_iso),
@@ -97,10 +106,20 @@ class _MLEEstimateInputSpec(_EstimatorInputSpec):
 
 class _MLEEstimateOutputSpec(_EstimateOutputSpec):
     direction_file = File(exists=True, desc="mean fibre orientation (X, Y, Z, 3)")
+    s0_file = File(exists=True, desc="fitted S0 relative to the mean b = 0 (work folder only)")
+    odi_sd_file = File(exists=True, desc="standard deviation of ODI (Fisher information)")
+    ndi_sd_file = File(exists=True, desc="standard deviation of NDI (Fisher information)")
+    fwf_sd_file = File(exists=True, desc="standard deviation of FWF (Fisher information)")
+    singular_file = File(exists=True, desc="fitted voxels without a standard deviation")
+    uncertainty = traits.Dict(traits.Str, traits.Any, desc="how the SDs were computed")
 
 
 class MLEEstimate(SimpleInterface):
     """ODI, NDI, FWF and fibre direction maps from the batched Rician maximum-likelihood fit.
+
+    With the standard deviations of ODI, NDI and FWF from the Fisher information at the estimate
+    (:meth:`noddi_bids.fit.mle.NoddiMLE.standard_deviations`) and the fitted voxels that have
+    none (a singular information matrix).
 
     Examples
     --------
@@ -121,28 +140,28 @@ class MLEEstimate(SimpleInterface):
         model = NoddiMLE(inputs.scheme, d_par=inputs.d_par, n_threads=inputs.n_threads)
         fit = model.fit(signals, progress=False)
         converged = float(np.mean(fit.converged)) if fit.converged.size else 0.0
-        maps = {name: getattr(fit, name) for name in MAPS}
+        maps = {name: getattr(fit, name) for name in (*MAPS, "s0")}
+        deviations = model.standard_deviations(signals, fit)
+        fitted = np.all(np.isfinite(fit.parameters), axis=1)
+        singular = fitted & np.any(np.isnan(deviations), axis=1)
+        for column, name in enumerate(PARAMETERS):
+            maps[f"{name}_sd"] = deviations[:, column]
+        maps["singular"] = singular
         self._results.update(
-            _save_maps(maps, self.inputs.mask_file),
+            save_volumes(_with_modulated(maps), self.inputs.mask_file),
             estimator=MLE,
             d_par=self.inputs.d_par,
             d_iso=D_ISO,
             details=io.fit_details(converged),
+            uncertainty=io.uncertainty_details(int(singular.sum())),
         )
         return runtime
 
 
-def _save_maps(maps: Mapping[str, np.ndarray], mask_file: str) -> dict[str, str]:
-    """Write each map as a volume (0 outside the mask); return ``{<name>_file: path}``."""
-    mask_image = nib.load(mask_file)
-    mask = np.asarray(mask_image.dataobj) > 0
-    header = mask_image.header.copy()
-    header.set_data_dtype(np.float32)
-    files = {}
-    for name, values in maps.items():
-        values = np.asarray(values, dtype=np.float32)
-        volume = np.zeros(mask.shape + values.shape[1:], dtype=np.float32)
-        volume[mask] = values
-        files[f"{name}_file"] = os.path.abspath(f"{name}.nii.gz")
-        nib.Nifti1Image(volume, mask_image.affine, header).to_filename(files[f"{name}_file"])
-    return files
+def _with_modulated(maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Add the tissue-fraction-modulated ODI and NDI (QSIRecon's modulated maps) to ``maps``."""
+    modulated = {
+        name: tissue_fraction_modulated(np.asarray(maps[source]), np.asarray(maps["fwf"]))
+        for name, source in MODULATED_FROM.items()
+    }
+    return {**maps, **modulated}

@@ -25,7 +25,7 @@ from nipype.interfaces.base import (
 from noddi_bids.interfaces.specs import SignalsInputSpec
 from noddi_bids.io import derivatives as io
 from noddi_bids.tissue import builtin, synthseg
-from noddi_bids.tissue.stats import DECIMALS, tissue_table
+from noddi_bids.tissue.stats import DECIMALS, TABLE_MAPS, tissue_table
 from noddi_bids.vocabulary import ESTIMATORS, PARAMETERS, TISSUES
 
 
@@ -142,7 +142,9 @@ class _TissueStatsOutputSpec(TraitedSpec):
 
 
 class TissueStats(SimpleInterface):
-    """Mean and SD of ODI, NDI and FWF per tissue and estimator (``tissue.stats``).
+    """Mean and SD of ODI, NDI and FWF per tissue and estimator, and goodness of fit.
+
+    See :func:`noddi_bids.tissue.stats.tissue_table`.
 
     Examples
     --------
@@ -159,7 +161,11 @@ class TissueStats(SimpleInterface):
         inputs = self.inputs
         masks = {t: np.asarray(nib.load(p).dataobj) > 0 for t, p in inputs.mask_files.items()}
         maps = {
-            estimator: {p: np.asarray(nib.load(files[p]).dataobj) for p in PARAMETERS}
+            estimator: {
+                p: np.asarray(nib.load(files[p]).dataobj)
+                for p in (*PARAMETERS, *TABLE_MAPS)
+                if p in files
+            }
             for estimator, files in zip(inputs.estimators, inputs.map_files, strict=True)
         }
         table = tissue_table(maps, masks).round(DECIMALS)

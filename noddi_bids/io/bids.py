@@ -81,6 +81,9 @@ class DwiRun:
         input), else None (automatic mask).
     brain_mask_origin : str
         Where ``brain_mask`` comes from, in words (recorded in the mask sidecar).
+    gradient_check : dict or None
+        Verdict of the gradient-table check (``GradientCheck`` of the map sidecars; None when
+        not checked), set before the workflow is built.
     """
 
     dwi: Path
@@ -93,6 +96,7 @@ class DwiRun:
     synthseg: SegmentationFiles | None = None
     brain_mask: Path | None = None
     brain_mask_origin: str = ""
+    gradient_check: dict[str, Any] | None = None
 
     @property
     def subject(self) -> str:

@@ -4,7 +4,7 @@ Every output path of noddi-bids is built by :func:`derivative_path`, with entiti
 order (:data:`ENTITY_ORDER`)::
 
     sub-<label>[_ses-<label>][_acq-<label>][_rec-<label>][_dir-<label>][_run-<index>]
-        [_space-<label>][_model-noddi][_param-<od|icvf|isovf|direction>][_label-<WM|GM|CSF>]
+        [_space-<label>][_model-<noddi|gmnoddi>][_param-<label>][_stat-sd][_label-<WM|GM|CSF>]
         [_desc-<label>]_<suffix>.<extension>
 
 in ``sub-<label>[/ses-<label>]/dwi/``. Maps stay on the grid of the input dwi run: its ``space-``
@@ -39,12 +39,15 @@ from noddi_bids.atomic import atomic_target
 from noddi_bids.model.scheme import Scheme
 from noddi_bids.tissue import synthseg
 from noddi_bids.tissue.stats import TABLE_COLUMNS
-from noddi_bids.vocabulary import MAPS, TISSUE_NAMES, estimator
+from noddi_bids.vocabulary import FLAGS, MODELS, NODDI, STATISTICS, TISSUE_NAMES, estimator
+from noddi_bids.vocabulary import parameter as find_parameter
 
 #: Order of entities in derivative names (BIDS order, then the diffusion-derivatives ones).
 ENTITY_ORDER = (
-    "sub", "ses", "acq", "rec", "dir", "run", "space", "model", "param", "label", "desc"
+    "sub", "ses", "acq", "rec", "dir", "run", "space", "model", "param", "stat", "label", "desc"
 )  # fmt: skip
+#: Entities a derivative adds to those of its run.
+DERIVATIVE_ENTITIES = ("model", "param", "stat", "label", "desc")
 #: How the brain mask is made when none is given (``BrainMask`` of its sidecar).
 AUTOMATIC_BRAIN_MASK = "dipy median_otsu"
 #: Name of the input dataset in BIDS URIs (``bids:<name>:<path>``) and ``DatasetLinks``.
@@ -53,9 +56,11 @@ INPUT_DATASET = {"raw": "raw", "derivative": "preprocessed"}
 #: does. Folders are named without a trailing slash (the schema validator tests folder paths
 #: without one).
 BIDSIGNORE = (
-    "# diffusion-derivatives proposal (BEP016): model-/param- maps, reference images\n"
+    "# diffusion-derivatives proposal (BEP016): model-/param- maps, reference images, and the\n"
+    "# voxel flags of an estimate (masks with model-/param- entities)\n"
     "*_dwimap.nii.gz\n"
     "*_dwimap.json\n"
+    "*_model-*\n"
     "*_dwiref.nii.gz\n"
     "*_dwiref.json\n"
     "# per-run tables (desc-tissue_stats) and group tables\n"
@@ -113,7 +118,13 @@ def derivative_path(
 
 
 def estimate_sidecar(
-    label: str, d_par: float, d_iso: float, scheme: Scheme, details: Mapping[str, Any]
+    label: str,
+    d_par: float,
+    d_iso: float,
+    scheme: Scheme,
+    details: Mapping[str, Any],
+    gradient_check: Mapping[str, Any] | None = None,
+    model: str = NODDI,
 ) -> dict[str, Any]:
     """Sidecar content shared by the maps of one estimator.
 
@@ -127,9 +138,15 @@ def estimate_sidecar(
         The run's acquisition scheme.
     details : mapping
         What only this estimator knows (:func:`network_details`, :func:`fit_details`).
+    gradient_check : mapping, optional
+        Verdict of the gradient-table check of the run
+        (:meth:`noddi_bids.qc.gradients.GradientCheck.to_dict` and ``Applied``).
+    model : str
+        ``model-`` label of the NODDI variant (:data:`noddi_bids.vocabulary.MODELS`).
     """
+    checked = {"GradientCheck": dict(gradient_check)} if gradient_check else {}
     return {
-        "Model": "NODDI",
+        "Model": MODELS[model].display,
         "Estimator": label,
         "EstimatorDescription": estimator(label).description,
         "Dpar": d_par,
@@ -144,6 +161,7 @@ def estimate_sidecar(
             "B0Threshold": scheme.b0_threshold,
             "BValueUnits": "s/mm^2",
         },
+        **checked,
         **details,
     }
 
@@ -216,25 +234,109 @@ def excluded_voxels(n_nonfinite: int, n_nonpositive_b0: int) -> dict[str, int]:
 
 
 def map_sidecar(
-    parameter: str, estimate: Mapping[str, Any], excluded: Mapping[str, int]
+    name: str,
+    estimate: Mapping[str, Any],
+    excluded: Mapping[str, int],
+    details: Mapping[str, Any] | None = None,
+    stat: str | None = None,
 ) -> dict[str, Any]:
-    """Sidecar of one map: the parameter in words and units, the estimate, excluded voxels.
+    """Sidecar of one map: what it holds in words and units, the estimate, excluded voxels.
 
     Parameters
     ----------
-    parameter : str
-        Parameter name (``odi``, ``ndi``, ``fwf``, ``direction``).
+    name : str
+        Name of the map (:data:`noddi_bids.vocabulary.ALL_MAPS`: ``odi``, ..., ``nrmse``).
     estimate : mapping
         :func:`estimate_sidecar` of the estimator.
     excluded : mapping
         :func:`excluded_voxels` of the run.
+    details : mapping, optional
+        How the map was made, beyond the estimate (:func:`quality_details`,
+        :func:`uncertainty_details`).
+    stat : str, optional
+        ``stat-`` label of a statistic of the estimate (:data:`~noddi_bids.vocabulary.STATISTICS`).
     """
+    description = find_parameter(name).description
+    if stat is not None:
+        description = f"{STATISTICS[stat].capitalize()} of the estimate of: {description}"
     return {
-        "Description": MAPS[parameter].description,
-        "Units": MAPS[parameter].units,
+        "Description": description,
+        "Units": find_parameter(name).units,
         **estimate,
+        **(details or {}),
         "ExcludedVoxels": dict(excluded),
     }
+
+
+def quality_details(
+    predicted_s0: str, noise_block: int, out_of_model: tuple[float, int] | None
+) -> dict[str, Any]:
+    """How the goodness-of-fit maps and flags of an estimate were made (:mod:`noddi_bids.qc`).
+
+    Parameters
+    ----------
+    predicted_s0 : str
+        Which S0 the prediction used, in words.
+    noise_block : int
+        Side of the block of the local noise level, voxels.
+    out_of_model : tuple or None
+        The out-of-model ratio and the number of voxels flagged; None when there is no noise
+        level (fewer than two b = 0 volumes).
+    """
+    details: dict[str, Any] = {
+        "PredictedSignal": "NODDI forward model of the estimate (ODI, NDI, FWF, fibre "
+        "direction, Dpar, Diso)",
+        "PredictedS0": predicted_s0,
+        "Volumes": "all, b = 0 included",
+        "RMSE": "sqrt(mean over volumes of (measured - predicted)^2), units of the dwi image",
+        "NRMSE": "RMSE / mean b = 0 signal of the voxel",
+        "NoiseLevel": f"median over the brain voxels of the {noise_block}x{noise_block}x"
+        f"{noise_block} block of the SD (ddof 1) of the b = 0 signals / mean b = 0, divided by "
+        "median(chi_k)/sqrt(k), k = b = 0 volumes - 1",
+    }
+    if out_of_model is not None:
+        details["OutOfModelRatio"] = float(out_of_model[0])
+        details["OutOfModelVoxels"] = int(out_of_model[1])
+    return {"FitQuality": details}
+
+
+def uncertainty_details(n_singular: int) -> dict[str, Any]:
+    """How the standard deviations of the fit were computed (:mod:`noddi_bids.fit.uncertainty`).
+
+    Parameters
+    ----------
+    n_singular : int
+        Fitted voxels without a standard deviation of ODI, NDI or FWF.
+    """
+    return {
+        "Uncertainty": {
+            "Method": "expected Fisher information of the Rician likelihood at the estimate "
+            "(exact model Jacobian; per-measurement information h(S/sigma)/sigma^2, h tabulated "
+            "by quadrature), inverted in (ODI, NDI, FWF, two orientation angles, S0): the delta "
+            "method from the optimiser's sin^2 parameters",
+            "Statistic": "standard deviation (square root of the diagonal of the inverse "
+            "information)",
+            "NoiseSigma": "per voxel from the b = 0 volumes, as the fit",
+            "SingularVoxels": int(n_singular),
+        }
+    }
+
+
+def flag_sidecar(
+    flag: str, estimate: Mapping[str, Any], details: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Sidecar of a voxel flag of an estimate (``model-noddi_param-<flag>_desc-<est>_mask``).
+
+    Parameters
+    ----------
+    flag : str
+        Name of the flag (:data:`noddi_bids.vocabulary.FLAGS`).
+    estimate : mapping
+        :func:`estimate_sidecar` of the estimator.
+    details : mapping
+        How the flag was set (:func:`quality_details`).
+    """
+    return {"Type": "ROI", "Description": FLAGS[flag].description, **estimate, **details}
 
 
 def reference_sidecar() -> dict[str, Any]:
@@ -351,7 +453,14 @@ def write_image(image: Path, target: Path, sidecar: Mapping[str, Any]) -> list[P
     return [target, write_json(sidecar, sidecar_path(target))]
 
 
-def map_path(output_dir: Path, source: Mapping[str, str], parameter: str, label: str) -> Path:
+def map_path(
+    output_dir: Path,
+    source: Mapping[str, str],
+    parameter: str,
+    label: str,
+    model: str = NODDI,
+    stat: str | None = None,
+) -> Path:
     """Path of an estimator's map: ``..._model-noddi_param-<p>_desc-<estimator>_dwimap.nii.gz``.
 
     Parameters
@@ -359,24 +468,54 @@ def map_path(output_dir: Path, source: Mapping[str, str], parameter: str, label:
     output_dir, source
         As for :func:`derivative_path`.
     parameter : str
-        Parameter name (:data:`noddi_bids.vocabulary.MAPS`), written as its ``param-`` label.
+        Name of the map (:data:`noddi_bids.vocabulary.ALL_MAPS`), written as its ``param-``
+        label.
     label : str
         ``desc-`` label of the estimator (:data:`noddi_bids.vocabulary.ESTIMATORS`).
+    model : str
+        ``model-`` label of the NODDI variant (``noddi``; ``gmnoddi`` for ``--gm-noddi``).
+    stat : str, optional
+        ``stat-`` label of a statistic of the estimate (``sd``).
 
     Raises
     ------
     ValueError
-        If the estimator is unknown.
+        If the estimator or the statistic is unknown.
 
     Examples
     --------
     >>> map_path(Path("out"), {"sub": "01"}, "ndi", "nnhybrid").name
     'sub-01_model-noddi_param-icvf_desc-nnhybrid_dwimap.nii.gz'
+    >>> map_path(Path("out"), {"sub": "01"}, "ndi_modulated", "mle", "gmnoddi").name
+    'sub-01_model-gmnoddi_param-icvfmodulated_desc-mle_dwimap.nii.gz'
+    >>> map_path(Path("out"), {"sub": "01"}, "odi", "mle", stat="sd").name
+    'sub-01_model-noddi_param-od_stat-sd_desc-mle_dwimap.nii.gz'
     """
-    desc = estimator(label).label
-    param = MAPS[parameter].label
+    entities = {
+        "model": MODELS[model].label,
+        "param": find_parameter(parameter).label,
+        "desc": estimator(label).label,
+    }
+    if stat is not None:
+        if stat not in STATISTICS:
+            raise ValueError(f"Unknown statistic {stat!r}; expected one of {list(STATISTICS)}.")
+        entities["stat"] = stat
+    return derivative_path(output_dir, source, "dwimap", ".nii.gz", **entities)
+
+
+def flag_path(
+    output_dir: Path, source: Mapping[str, str], flag: str, label: str, model: str = NODDI
+) -> Path:
+    """Path of a voxel flag of an estimate: ``..._model-noddi_param-<flag>_desc-<est>_mask``.
+
+    Examples
+    --------
+    >>> flag_path(Path("out"), {"sub": "01"}, "outofmodel", "mle").name
+    'sub-01_model-noddi_param-outofmodel_desc-mle_mask.nii.gz'
+    """
+    desc, param = estimator(label).label, FLAGS[flag].label
     return derivative_path(
-        output_dir, source, "dwimap", ".nii.gz", model="noddi", param=param, desc=desc
+        output_dir, source, "mask", ".nii.gz", model=MODELS[model].label, param=param, desc=desc
     )
 
 

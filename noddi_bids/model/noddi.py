@@ -35,6 +35,9 @@ from noddi_bids.model.backend import namespace
 
 #: Intra-neurite parallel diffusivity, mm^2/s (NODDI toolbox default, in-vivo white matter).
 D_PAR = 1.7e-3
+#: Intra-neurite parallel diffusivity of grey-matter NODDI, mm^2/s (QSIRecon's gmNODDI;
+#: Guerrero et al. 2019, Fukutomi et al. 2018).
+GM_D_PAR = 1.1e-3
 #: Free-water diffusivity, mm^2/s (NODDI toolbox default, water at body temperature).
 D_ISO = 3.0e-3
 #: Largest Watson concentration of the model's parameter range (ODI ~ 0.00995).
@@ -241,3 +244,17 @@ def _broadcast_voxels(xp: Any, odi: Any, ndi: Any, fwf: Any, direction: Any) -> 
     n = max(odi.shape[0], ndi.shape[0], fwf.shape[0], direction.shape[0])
     ones = xp.asarray(np.ones((n, 1)), odi)
     return odi * ones, ndi * ones, fwf * ones, direction * ones
+
+
+def tissue_fraction_modulated(value: Any, fwf: Any) -> Any:
+    """Weight a tissue parameter by the tissue fraction: ``value * (1 - fwf)``.
+
+    QSIRecon's modulated NODDI maps (Parker et al. 2021): NDI x (1 - FWF) is the intra-neurite
+    volume fraction of the whole voxel, so that voxels with free water count less.
+
+    Examples
+    --------
+    >>> float(tissue_fraction_modulated(0.5, 0.25))
+    0.375
+    """
+    return value * (1.0 - fwf)

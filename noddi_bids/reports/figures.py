@@ -35,6 +35,8 @@ TISSUE_COLOURS = {"WM": "#4477aa", "GM": "#228833", "CSF": "#ee6677"}
 ESTIMATOR_COLOURS = dict(zip(ESTIMATORS, ("#0077bb", "#ee7733", "#009988", "#333333"), strict=True))
 #: Brain-mask contour colour.
 MASK_COLOUR = "#ee3377"
+#: Colour of flagged voxels (out of model) drawn on a map.
+FLAG_COLOUR = "#ff2222"
 #: Salt of matplotlib's SVG element ids, so that the same figure gives the same text.
 _SVG_RC = {"svg.hashsalt": "noddi-bids", "svg.fonttype": "path"}
 _PANEL_INCHES = 1.4
@@ -146,13 +148,16 @@ def map_mosaic(
     *,
     n_slices: int = 8,
     title: str | None = None,
+    value_range: tuple[float, float] = MAP_RANGE,
+    flags: Mapping[str, np.ndarray] | None = None,
 ) -> bytes:
-    """Mosaic of axial slices of NODDI maps, one row per map, with a fixed [0, 1] colour bar.
+    """Mosaic of axial slices of maps, one row per map, each with a colour bar.
 
     Parameters
     ----------
     maps : mapping
-        Parameter (``odi``, ``ndi``, ``fwf``) -> 3-D array in RAS+ order, all of one shape.
+        Row -> 3-D array in RAS+ order, all of one shape; a parameter name (``odi``, ``ndi``,
+        ``fwf``) is shown as its display name, any other key as given.
     zooms : sequence of float
         Voxel sizes, mm (for the aspect ratio).
     mask : numpy.ndarray, optional
@@ -161,6 +166,10 @@ def map_mosaic(
         Number of axial slices (inferior to superior, left to right).
     title : str, optional
         Figure title.
+    value_range : tuple of float
+        Colour scale of every row (default [0, 1], the range of the NODDI maps).
+    flags : mapping, optional
+        Row -> boolean 3-D array of voxels drawn in :data:`FLAG_COLOUR` on top of the map.
 
     Returns
     -------
@@ -169,20 +178,26 @@ def map_mosaic(
     """
     shape = next(iter(maps.values())).shape
     mask = np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
+    flags = flags or {}
     slices = axial_slices(mask, n_slices)
     box = bounding_box(mask)
     cmap = mpl.colormaps[MAP_CMAP].with_extremes(bad="black")
+    flag_cmap = ListedColormap([FLAG_COLOUR])
     planes = [
         stitch_slices(np.where(mask, volume, np.nan), slices, box) for volume in maps.values()
     ]
     aspect = _plane_aspect(planes[0], zooms)
     figure, grid = _mosaic_figure(len(maps), aspect, with_colorbar=True, title=title)
-    for row, (parameter, stitched) in enumerate(zip(maps, planes, strict=True)):
+    low, high = value_range
+    for row, (name, stitched) in enumerate(zip(maps, planes, strict=True)):
         axes = figure.add_subplot(grid[row, 0])
-        image = _show_plane(axes, stitched, zooms, cmap=cmap, vmin=MAP_RANGE[0], vmax=MAP_RANGE[1])
-        axes.set_ylabel(PARAMETER_NAMES.get(parameter, parameter), color="white")
+        image = _show_plane(axes, stitched, zooms, cmap=cmap, vmin=low, vmax=high)
+        if name in flags:
+            flagged = stitch_slices(np.asarray(flags[name], bool) & mask, slices, box, fill=0)
+            _show_plane(axes, np.where(flagged > 0, 1.0, np.nan), zooms, cmap=flag_cmap)
+        axes.set_ylabel(PARAMETER_NAMES.get(name, name), color="white")
         colorbar = figure.colorbar(image, cax=figure.add_subplot(grid[row, 1]))
-        colorbar.set_ticks([0.0, 0.5, 1.0])
+        colorbar.set_ticks([low, (low + high) / 2, high])
         colorbar.ax.tick_params(colors="white", labelsize=7)
     return _to_png(figure)
 

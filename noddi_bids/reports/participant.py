@@ -5,6 +5,8 @@ the names of :mod:`noddi_bids.io.derivatives`, so it can be (re)made at any time
 
 - maps ``*_model-noddi_param-<od|icvf|isovf>_desc-<estimator>_dwimap.nii.gz`` and their JSON
   sidecars (model file and checksum, scheme, d_par, d_iso);
+- goodness-of-fit maps ``*_model-noddi_param-<rmse|nrmse>_desc-<estimator>_dwimap.nii.gz`` and
+  out-of-model voxels ``*_model-noddi_param-outofmodel_desc-<estimator>_mask.nii.gz``;
 - the mean b = 0 image (``desc-meanb0_dwiref``), brain mask (``desc-brain_mask``) and tissue
   masks (``label-<WM|GM|CSF>_mask``);
 - the tissue table ``desc-tissue_stats.tsv``.
@@ -30,9 +32,11 @@ import pandas as pd
 from noddi_bids import __version__
 from noddi_bids.io.bids import parse_entities
 from noddi_bids.io.derivatives import (
+    DERIVATIVE_ENTITIES,
     ENTITY_ORDER,
     derivative_name,
     derivative_path,
+    flag_path,
     map_path,
     sidecar_path,
 )
@@ -40,11 +44,21 @@ from noddi_bids.reports import figures
 from noddi_bids.reports import html as page
 from noddi_bids.reports.provenance import work_dir_timings
 from noddi_bids.tissue.stats import TISSUE_PARAMETERS
-from noddi_bids.vocabulary import ESTIMATORS, MLE, PARAMETER_OF_LABEL, PARAMETERS, TISSUES
+from noddi_bids.vocabulary import (
+    ESTIMATORS,
+    FLAGS,
+    MLE,
+    PARAMETER_OF_LABEL,
+    PARAMETERS,
+    QUALITY_MAPS,
+    TISSUES,
+)
 
 LOGGER = logging.getLogger("noddi_bids.reports")
+#: Colour scale of the standard-deviation maps (ODI, NDI, FWF lie in [0, 1]).
+SD_RANGE = (0.0, 0.2)
 #: Entities that identify a dwi run (those a derivative adds are left out).
-RUN_ENTITIES = tuple(e for e in ENTITY_ORDER if e not in ("model", "param", "label", "desc"))
+RUN_ENTITIES = tuple(e for e in ENTITY_ORDER if e not in DERIVATIVE_ENTITIES)
 
 
 @dataclass
@@ -53,6 +67,8 @@ class RunDerivatives:
 
     entities: dict[str, str]
     maps: dict[str, dict[str, Path]] = field(default_factory=dict)
+    quality: dict[str, dict[str, Path]] = field(default_factory=dict)
+    uncertainty: dict[str, dict[str, Path]] = field(default_factory=dict)
     mean_b0: Path | None = None
     brain_mask: Path | None = None
     tissue_masks: dict[str, Path] = field(default_factory=dict)
@@ -120,17 +136,28 @@ def _collect_run(output_dir: Path, run: dict[str, str]) -> RunDerivatives:
         entities = parse_entities(path.name)
         parameter = PARAMETER_OF_LABEL.get(entities.get("param", ""))
         desc = entities.get("desc", "")
-        if parameter not in PARAMETERS or desc not in ESTIMATORS:
+        if parameter not in (*PARAMETERS, *QUALITY_MAPS) or desc not in ESTIMATORS:
             continue
         # Keep only the names the naming function gives this run (not those of a run with more
         # entities, such as run-1 when this run has none).
         if path != map_path(output_dir, run, parameter, desc):
             continue
-        found.maps.setdefault(entities["desc"], {})[parameter] = path
-    for estimator in found.maps:
-        found.maps[estimator] = {
-            p: found.maps[estimator][p] for p in PARAMETERS if p in found.maps[estimator]
-        }
+        kind = found.maps if parameter in PARAMETERS else found.quality
+        kind.setdefault(desc, {})[parameter] = path
+    for desc in found.maps:
+        for flag in FLAGS:
+            if flag_path(output_dir, run, flag, desc).is_file():
+                kind = found.uncertainty if flag == "singular" else found.quality
+                kind.setdefault(desc, {})[flag] = flag_path(output_dir, run, flag, desc)
+        for parameter in PARAMETERS:
+            path = map_path(output_dir, run, parameter, desc, stat="sd")
+            if path.is_file():
+                found.uncertainty.setdefault(desc, {})[parameter] = path
+    orders = ((found.maps, PARAMETERS), (found.quality, (*QUALITY_MAPS, *FLAGS)),
+              (found.uncertainty, (*PARAMETERS, *FLAGS)))  # fmt: skip
+    for kind, order in orders:
+        for estimator in kind:
+            kind[estimator] = {p: kind[estimator][p] for p in order if p in kind[estimator]}
     found.mean_b0 = existing("dwiref", desc="meanb0")
     found.brain_mask = existing("mask", desc="brain")
     for tissue in TISSUES:
@@ -265,6 +292,7 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
     maps = {estimator: images for estimator, images in maps.items() if images}
     if not maps:
         parts.append(page.notice("No NODDI maps were found for this run."))
+    parts.append(_gradient_check_html(run))
     # Mosaics of the maps, one figure per estimator.
     for estimator, images in maps.items():
         volumes = {p: image[0] for p, image in images.items()}
@@ -276,6 +304,10 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
             f"(inferior to superior), colour scale fixed to [0, 1]; black outside the brain mask."
         )
         parts.append(page.figure_html(png, page.PNG, caption, f"{name} maps"))
+    parts.append(_heading(run, "fit", "Goodness of fit"))
+    parts.append(_quality_html(run, loaded, mask, n_slices))
+    parts.append(_heading(run, "uncertainty", "Uncertainty"))
+    parts.append(_uncertainty_html(run, loaded, mask, n_slices))
     # Masks on the mean b = 0 image.
     if reference is not None:
         png = figures.mask_mosaic(reference[0], reference[1], mask, tissues, n_slices=n_slices)
@@ -304,13 +336,119 @@ def _run_html(run: RunDerivatives, n_slices: int) -> str:
 
 def _run_images(run: RunDerivatives) -> list[Path]:
     """Images of a run, the mean b = 0 first (it defines the grid), then maps and masks."""
-    maps = [path for files in run.maps.values() for path in files.values()]
+    estimates = (*run.maps.values(), *run.quality.values(), *run.uncertainty.values())
+    maps = [path for files in estimates for path in files.values()]
     masks = [run.brain_mask, *run.tissue_masks.values()]
     return [p for p in (run.mean_b0, *maps, *masks) if p is not None]
 
 
 def _heading(run: RunDerivatives, key: str, title: str) -> str:
     return f'<h3 id="{page.escape(run.name)}-{key}">{page.escape(title)}</h3>'
+
+
+def _gradient_check_html(run: RunDerivatives) -> str:
+    """Verdict of the gradient-table check, from the first map sidecar that has one."""
+    for files in run.maps.values():
+        check = _sidecar(next(iter(files.values()))).get("GradientCheck")
+        if check:
+            break
+    else:
+        return ""
+    text = f"Gradient-table check: {check.get('Summary', check.get('Verdict'))}"
+    if check.get("Verdict") != "error":
+        return f"<p>{page.escape(text)}.</p>"
+    applied = "applied" if check.get("Applied") else "not applied: the maps use the table as given"
+    return page.notice(f"{text}; correction {check.get('Correction')} {applied}.")
+
+
+def _quality_html(
+    run: RunDerivatives,
+    loaded: Mapping[Path, tuple[np.ndarray, tuple]],
+    mask: np.ndarray | None,
+    n_slices: int,
+) -> str:
+    """NRMSE of every estimator on one colour scale, out-of-model voxels in red."""
+    nrmse, flags, zooms = {}, {}, None
+    for estimator in (e for e in run.estimators if e in run.quality):
+        files = run.quality[estimator]
+        if files.get("nrmse") not in loaded:
+            continue
+        row = f"NRMSE {figures.estimator_name(estimator)}"
+        nrmse[row], zooms = loaded[files["nrmse"]]
+        if files.get("outofmodel") in loaded:
+            flags[row] = loaded[files["outofmodel"]][0] > 0
+    if not nrmse:
+        return page.notice("No goodness-of-fit maps (param-nrmse) were found for this run.")
+    inside = np.ones(next(iter(nrmse.values())).shape, bool) if mask is None else mask
+    values = np.concatenate([volume[inside] for volume in nrmse.values()])
+    values = values[np.isfinite(values)]
+    high = float(f"{3 * np.median(values):.2g}") if values.size and np.median(values) > 0 else 1.0
+    png = figures.map_mosaic(nrmse, zooms, mask, n_slices=n_slices, value_range=(0.0, high),
+                             flags=flags, title="Goodness of fit")  # fmt: skip
+    counts = ", ".join(
+        f"{figures.estimator_name(e)} {int(np.count_nonzero(flags[r]))}"
+        for e, r in ((e, f"NRMSE {figures.estimator_name(e)}") for e in run.estimators)
+        if r in flags
+    )
+    caption = (
+        "NRMSE of each estimate: root-mean-square difference between the measured signal and "
+        "the signal the estimate predicts (forward model with its S0 and fibre direction), over "
+        "all volumes, divided by the voxel's mean b = 0 signal; about 1/SNR where the model "
+        f"fits. Colour scale [0, {high:g}] (three times the median). Red: voxels out of model "
+        f"(NRMSE above {_ratio(run)} times the local noise level)"
+        + (f"; voxels flagged: {counts}." if counts else ".")
+    )
+    return page.figure_html(png, page.PNG, caption, "goodness of fit")
+
+
+def _uncertainty_html(
+    run: RunDerivatives,
+    loaded: Mapping[Path, tuple[np.ndarray, tuple]],
+    mask: np.ndarray | None,
+    n_slices: int,
+) -> str:
+    """Show the standard deviations of each estimator that has them, voxels without in red."""
+    parts = []
+    for estimator in (e for e in run.estimators if e in run.uncertainty):
+        files = run.uncertainty[estimator]
+        rows = {
+            f"SD {figures.PARAMETER_NAMES[p]}": loaded[files[p]]
+            for p in PARAMETERS
+            if files.get(p) in loaded
+        }
+        if not rows:
+            continue
+        zooms = next(iter(rows.values()))[1]
+        volumes = {row: image[0] for row, image in rows.items()}
+        flags = {}
+        if files.get("singular") in loaded:
+            flags = {row: loaded[files["singular"]][0] > 0 for row in volumes}
+        name = figures.estimator_name(estimator)
+        title = f"{name}: standard deviations"
+        png = figures.map_mosaic(volumes, zooms, mask, n_slices=n_slices, flags=flags,
+                                 value_range=SD_RANGE, title=title)  # fmt: skip
+        singular = int(np.count_nonzero(next(iter(flags.values())))) if flags else 0
+        caption = (
+            f"{figures.estimator_label(estimator)}: standard deviation of each estimate, from the "
+            "Fisher information of the Rician likelihood at the estimate; colour scale "
+            f"[0, {SD_RANGE[1]:g}]. Red: voxels whose information matrix is singular (no "
+            f"standard deviation; {singular} voxels)."
+        )
+        parts.append(page.figure_html(png, page.PNG, caption, f"{name} standard deviations"))
+    return "".join(parts) or page.notice(
+        "No standard-deviation maps (stat-sd) were found for this run; the maximum-likelihood "
+        "fit (--mle) writes them."
+    )
+
+
+def _ratio(run: RunDerivatives) -> str:
+    """Out-of-model ratio recorded in the sidecars of the run's goodness-of-fit maps."""
+    for files in run.quality.values():
+        if "nrmse" in files:
+            ratio = _sidecar(files["nrmse"]).get("FitQuality", {}).get("OutOfModelRatio")
+            if ratio is not None:
+                return f"{ratio:g}"
+    return "a set number of"
 
 
 def _scatter_html(values: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]) -> str:
@@ -351,7 +489,8 @@ def _tissue_table_html(path: Path | None) -> str:
     if path is None:
         return page.notice("No tissue table (desc-tissue_stats.tsv) was found.")
     table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False)
-    header = ["tissue", "estimator", "voxels", *(figures.PARAMETER_NAMES[p] for p in PARAMETERS)]
+    header = ["tissue", "estimator", "voxels", *(figures.PARAMETER_NAMES[p] for p in PARAMETERS),
+              "median NRMSE", "out of model"]  # fmt: skip
     rows = []
     for record in table.to_dict("records"):
         cells = [
@@ -362,10 +501,14 @@ def _tissue_table_html(path: Path | None) -> str:
         for parameter in PARAMETERS:
             mean, sd = record.get(f"{parameter}_mean"), record.get(f"{parameter}_sd")
             cells.append("-" if pd.isna(mean) else f"{mean:.2f} \u00b1 {sd:.2f}")
+        nrmse, flagged = record.get("nrmse_median"), record.get("outofmodel_fraction")
+        cells.append("-" if nrmse is None or pd.isna(nrmse) else f"{nrmse:.3f}")
+        cells.append("-" if flagged is None or pd.isna(flagged) else f"{100 * flagged:.1f} %")
         rows.append(cells)
     caption = (
         f"<p>Mean \u00b1 population SD within each tissue, from <code>{page.escape(path.name)}"
-        "</code> (CSF: FWF only).</p>"
+        "</code> (CSF: FWF only); median NRMSE of the estimate and the share of voxels out of "
+        "model.</p>"
     )
     return caption + page.table_html(header, rows, numeric=range(2, len(header)))
 

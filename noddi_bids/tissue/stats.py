@@ -8,13 +8,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from noddi_bids.vocabulary import ESTIMATORS, MAPS, PARAMETERS, TISSUE_NAMES, TISSUES
+from noddi_bids.vocabulary import (
+    ESTIMATORS,
+    FLAGS,
+    MAPS,
+    PARAMETERS,
+    QUALITY_MAPS,
+    TISSUE_NAMES,
+    TISSUES,
+)
 
 #: Parameters reported per tissue (CSF: only the free-water fraction is meaningful).
 TISSUE_PARAMETERS = {"WM": PARAMETERS, "GM": PARAMETERS, "CSF": ("fwf",)}
+#: Goodness-of-fit columns of the per-run tissue table (n/a without the maps).
+QUALITY_COLUMNS = ("nrmse_median", "outofmodel_fraction")
+#: Maps of an estimator the table reads: its parameters and, when written, its goodness of fit.
+TABLE_MAPS = (*PARAMETERS, "nrmse", "outofmodel")
 #: Columns of the per-run tissue table.
-COLUMNS = ("tissue", "estimator", "n_voxels") + tuple(
-    f"{p}_{s}" for p in PARAMETERS for s in ("mean", "sd")
+COLUMNS = (
+    ("tissue", "estimator", "n_voxels")
+    + tuple(f"{p}_{s}" for p in PARAMETERS for s in ("mean", "sd"))
+    + QUALITY_COLUMNS
 )
 #: Decimals of the statistics written to the tables. ODI, NDI and FWF lie in [0, 1] and their
 #: estimation errors are of order 1e-2 (mean absolute errors of 0.02-0.06 per tissue on the
@@ -43,6 +57,16 @@ TABLE_COLUMNS: dict[str, dict[str, Any]] = {
         }
         for p in PARAMETERS
         for stat, what in (("mean", "Mean"), ("sd", "Population SD of the"))
+    },
+    "nrmse_median": {
+        "Description": f"Median within the tissue of the estimate's {QUALITY_MAPS['nrmse'].title}"
+        f" ({QUALITY_MAPS['nrmse'].description}), {DECIMALS} decimals; n/a without the map",
+        "Units": QUALITY_MAPS["nrmse"].units,
+    },
+    "outofmodel_fraction": {
+        "Description": f"Fraction of the tissue's voxels flagged {FLAGS['outofmodel'].display} "
+        f"({FLAGS['outofmodel'].words}), {DECIMALS} decimals; n/a without the flags",
+        "Units": "fraction",
     },
 }
 #: Column descriptions of ``group_tissue_stats.tsv`` (entity columns: :func:`group_columns`).
@@ -86,7 +110,9 @@ def tissue_table(
     pandas.DataFrame
         One row per tissue x estimator (:data:`COLUMNS`). ``n_voxels`` counts the tissue voxels
         where the estimator's three maps are finite; SDs are population SDs (divide by N);
-        statistics not reported for a tissue (CSF: ODI, NDI) and empty tissues are NaN.
+        statistics not reported for a tissue (CSF: ODI, NDI) and empty tissues are NaN. When
+        an estimator's maps include ``nrmse`` and ``outofmodel``, the median NRMSE and the
+        fraction of voxels out of model over the same voxels (else NaN).
     """
     rows = []
     for tissue in TISSUES:
@@ -104,8 +130,21 @@ def tissue_table(
                 shown = parameter in TISSUE_PARAMETERS[tissue] and finite.any()
                 row[f"{parameter}_mean"] = float(np.mean(column[finite])) if shown else np.nan
                 row[f"{parameter}_sd"] = float(np.std(column[finite])) if shown else np.nan
+            row.update(_quality(values, masks[tissue], finite))
             rows.append(row)
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _quality(
+    values: Mapping[str, np.ndarray], mask: np.ndarray, finite: np.ndarray
+) -> dict[str, float]:
+    """Median NRMSE and out-of-model fraction over the ``finite`` voxels of ``mask``."""
+    row = dict.fromkeys(QUALITY_COLUMNS, np.nan)
+    if "nrmse" in values and finite.any():
+        row["nrmse_median"] = float(np.nanmedian(np.asarray(values["nrmse"])[mask][finite]))
+    if "outofmodel" in values and finite.any():
+        row["outofmodel_fraction"] = float(np.mean(np.asarray(values["outofmodel"])[mask][finite]))
+    return row
 
 
 def long_table(table: pd.DataFrame, entities: Mapping[str, str]) -> pd.DataFrame:

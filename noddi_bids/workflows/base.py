@@ -14,7 +14,10 @@ from noddi_bids.workflows.dwi import init_dwi_noddi_wf
 
 
 def init_noddi_bids_wf(
-    config: Config, runs: Sequence[DwiRun], models: Mapping[str, Path]
+    config: Config,
+    runs: Sequence[DwiRun],
+    models: Mapping[str, Path],
+    gm_models: Mapping[str, Path] | None = None,
 ) -> pe.Workflow:
     """Build the participant-level workflow of a run of the app.
 
@@ -26,6 +29,8 @@ def init_noddi_bids_wf(
         Validated diffusion runs (from :func:`noddi_bids.io.bids.collect_dwi_runs`).
     models : mapping
         Scheme hash -> ONNX network resolved for that scheme.
+    gm_models : mapping, optional
+        Scheme hash -> ONNX network of grey-matter NODDI (``--gm-noddi``).
 
     Returns
     -------
@@ -36,13 +41,20 @@ def init_noddi_bids_wf(
     workflow = pe.Workflow(name="noddi_bids_wf", base_dir=str(config.work_dir))
     for subject in dict.fromkeys(run.subject for run in runs):
         workflow.add_nodes(
-            [init_participant_wf(config, [r for r in runs if r.subject == subject], models)]
+            [
+                init_participant_wf(
+                    config, [r for r in runs if r.subject == subject], models, gm_models
+                )
+            ]
         )
     return workflow
 
 
 def init_participant_wf(
-    config: Config, runs: Sequence[DwiRun], models: Mapping[str, Path]
+    config: Config,
+    runs: Sequence[DwiRun],
+    models: Mapping[str, Path],
+    gm_models: Mapping[str, Path] | None = None,
 ) -> pe.Workflow:
     """Build the workflow of one participant (all its sessions and dwi runs).
 
@@ -54,6 +66,8 @@ def init_participant_wf(
         The participant's runs.
     models : mapping
         Scheme hash -> ONNX network.
+    gm_models : mapping, optional
+        Scheme hash -> ONNX network of grey-matter NODDI (``--gm-noddi``).
 
     Returns
     -------
@@ -74,6 +88,7 @@ def init_participant_wf(
                     mask_sources=mask_sources,
                     mle=config.mle,
                     d_par=config.d_par,
+                    gm_model_file=gm_models[run.scheme.hash] if gm_models else None,
                     run_synthseg=config.run_synthseg,
                     omp_nthreads=config.omp_nthreads,
                     dicom=config.dicom,

@@ -11,15 +11,24 @@ from noddi_bids.interfaces.derivatives import WriteEstimate, WriteReference, Wri
 from noddi_bids.interfaces.dicom import DicomRunExport
 from noddi_bids.interfaces.dwi import NormaliseDwi
 from noddi_bids.interfaces.noddi import MLEEstimate, NNEstimate
+from noddi_bids.interfaces.qc import FitQuality
 from noddi_bids.interfaces.tissue import TissueStats
 from noddi_bids.io.bids import DwiRun
+from noddi_bids.model.noddi import GM_D_PAR
+from noddi_bids.vocabulary import GM_NODDI, NODDI
 from noddi_bids.workflows.tissue import init_tissue_wf
 
 #: What an estimator node passes to its derivative writer.
-ESTIMATE_FIELDS = ("odi_file", "ndi_file", "fwf_file", "direction_file", "estimator", "d_par",
-                   "d_iso", "details")  # fmt: skip
+ESTIMATE_FIELDS = ("odi_file", "ndi_file", "fwf_file", "direction_file", "odi_modulated_file",
+                   "ndi_modulated_file", "estimator", "d_par", "d_iso", "details")  # fmt: skip
 #: Voxel counts of the reference node recorded in sidecars.
 EXCLUDED_FIELDS = ("n_nonfinite", "n_nonpositive_b0")
+#: What an estimator node passes to its goodness-of-fit node.
+PREDICTION_FIELDS = ("odi_file", "ndi_file", "fwf_file", "direction_file", "d_par", "d_iso")
+#: What the fit passes to its writer beyond the estimate: standard deviations.
+UNCERTAINTY_FIELDS = ("odi_sd_file", "ndi_sd_file", "fwf_sd_file", "singular_file", "uncertainty")
+#: What a goodness-of-fit node passes to the derivative writer.
+QUALITY_FIELDS = ("rmse_file", "nrmse_file", "outofmodel_file", "quality")
 
 
 def init_dwi_noddi_wf(
@@ -31,6 +40,7 @@ def init_dwi_noddi_wf(
     mask_sources: list[str] | None = None,
     mle: bool = False,
     d_par: float,
+    gm_model_file: Path | None = None,
     run_synthseg: bool = False,
     omp_nthreads: int = 1,
     dicom: bool = False,
@@ -40,9 +50,10 @@ def init_dwi_noddi_wf(
     """Build the workflow that turns one dwi run into NODDI derivatives.
 
     Graph: ``reference`` (mean b = 0, brain mask, normalised signals) -> ``nn`` (ONNX network)
-    [and ``mle`` (maximum-likelihood fit)] -> derivative writers (``ds_reference``, ``ds_nn``,
-    ``ds_mle``); ``tissue_wf`` -> ``stats`` (from the written maps) -> ``ds_tissue``; [``dicom``
-    from the written maps]. The run's scheme, read and validated once when the runs were
+    [and ``mle`` (maximum-likelihood fit)] -> goodness of fit of each (``quality_nn``,
+    ``quality_mle``) -> derivative writers (``ds_reference``, ``ds_nn``, ``ds_mle``);
+    ``tissue_wf`` -> ``stats`` (from the written maps) -> ``ds_tissue``; [``dicom`` from the
+    written maps]. The run's scheme, read and validated once when the runs were
     collected, is given to ``inputnode`` as a value; maps, masks and what their sidecars need
     travel along the edges.
 
@@ -62,6 +73,10 @@ def init_dwi_noddi_wf(
         Also run the maximum-likelihood fit.
     d_par : float
         Intra-neurite parallel diffusivity of the fit, mm^2/s.
+    gm_model_file : Path, optional
+        ONNX network of grey-matter NODDI (d_par :data:`~noddi_bids.model.noddi.GM_D_PAR`):
+        every estimator runs again with it (``nn_gmnoddi``, ``mle_gmnoddi``) and writes
+        ``model-gmnoddi`` maps (not in the tissue table nor the DICOM series).
     run_synthseg : bool
         Run ``mri_synthseg`` when the run has no SynthSeg outputs.
     omp_nthreads : int
@@ -112,24 +127,15 @@ def init_dwi_noddi_wf(
         inputnode.inputs.brain_mask = str(run.brain_mask)
         ds_reference.inputs.brain_mask_origin = run.brain_mask_origin
         workflow.connect(inputnode, "brain_mask", reference, "brain_mask")
-    fits = [
-        pe.Node(
-            NNEstimate(model_file=str(model_file), n_threads=omp_nthreads),
-            name="nn",
-            n_procs=omp_nthreads,
-        )
-    ]
-    if mle:
-        fits.append(
-            pe.Node(
-                MLEEstimate(d_par=d_par, n_threads=omp_nthreads), name="mle", n_procs=omp_nthreads
-            )
-        )
+    fits = _estimator_nodes(model_file, d_par if mle else None, omp_nthreads, NODDI)
+    if gm_model_file is not None:
+        fits += _estimator_nodes(gm_model_file, GM_D_PAR if mle else None, omp_nthreads, GM_NODDI)
+    main = [fit for fit, model in fits if model == NODDI]
     tissue_wf = init_tissue_wf(run.synthseg, run_synthseg, omp_nthreads)
     stats = pe.Node(TissueStats(), name="stats", run_without_submitting=True)
     ds_tissue = pe.Node(WriteTissue(**sink), name="ds_tissue", run_without_submitting=True)
-    estimators = pe.Node(niu.Merge(len(fits)), name="estimators", run_without_submitting=True)
-    maps = pe.Node(niu.Merge(len(fits)), name="maps", run_without_submitting=True)
+    estimators = pe.Node(niu.Merge(len(main)), name="estimators", run_without_submitting=True)
+    maps = pe.Node(niu.Merge(len(main)), name="maps", run_without_submitting=True)
     written = pe.Node(
         niu.Merge(2 + len(fits), ravel_inputs=True), name="written", run_without_submitting=True
     )
@@ -157,18 +163,36 @@ def init_dwi_noddi_wf(
         (stats, outputnode, [("stats_file", "stats_file")]),
         (written, outputnode, [("out", "out_files")]),
     ])  # fmt: skip
-    for index, fit in enumerate(fits, start=1):
-        writer = pe.Node(WriteEstimate(**sink), name=f"ds_{fit.name}", run_without_submitting=True)
+    for index, (fit, model) in enumerate(fits, start=1):
+        writer = pe.Node(
+            WriteEstimate(**sink, model=model), name=f"ds_{fit.name}", run_without_submitting=True
+        )
+        if run.gradient_check is not None:
+            writer.inputs.gradient_check = run.gradient_check
+        quality = pe.Node(FitQuality(), name=f"quality_{fit.name}")
+        signals = [("signals_file", "signals_file"), ("mask_file", "mask_file")]
         workflow.connect([
             (inputnode, fit, [("scheme", "scheme")]),
-            (reference, fit, [("signals_file", "signals_file"), ("mask_file", "mask_file")]),
+            (reference, fit, signals),
+            (inputnode, quality, [("scheme", "scheme")]),
+            (reference, quality, [*signals, ("mean_b0", "mean_b0")]),
+            (fit, quality, [(field, field) for field in PREDICTION_FIELDS]),
+            (quality, writer, [(field, field) for field in QUALITY_FIELDS]),
             (fit, writer, [(field, field) for field in ESTIMATE_FIELDS]),
             (inputnode, writer, [("scheme", "scheme")]),
             (reference, writer, excluded),
-            (fit, estimators, [("estimator", f"in{index}")]),
-            (writer, maps, [("map_files", f"in{index}")]),
             (writer, written, [("out_files", f"in{index + 2}")]),
         ])  # fmt: skip
+        if model == NODDI:
+            workflow.connect([
+                (fit, estimators, [("estimator", f"in{index}")]),
+                (writer, maps, [("map_files", f"in{index}")]),
+            ])  # fmt: skip
+        if isinstance(fit.interface, MLEEstimate):  # a network's prediction uses the mean b = 0
+            workflow.connect([
+                (fit, quality, [("s0_file", "s0_file")]),
+                (fit, writer, [(field, field) for field in UNCERTAINTY_FIELDS]),
+            ])  # fmt: skip
     if dicom:
         export = _dicom_node(run, output_dir, participants_tsv)
         workflow.connect([
@@ -176,6 +200,33 @@ def init_dwi_noddi_wf(
             (maps, export, [("out", "map_files")]),
         ])  # fmt: skip
     return workflow
+
+
+def _estimator_nodes(
+    model_file: Path, fit_d_par: float | None, omp_nthreads: int, model: str
+) -> list[tuple[pe.Node, str]]:
+    """Make the network node and, with ``fit_d_par``, the fit's, each with its ``model-`` label.
+
+    Named ``nn`` and ``mle`` for the model of ``--dpar``, ``nn_<model>`` and ``mle_<model>`` for
+    another variant.
+    """
+    suffix = "" if model == NODDI else f"_{model}"
+    nodes = [
+        pe.Node(
+            NNEstimate(model_file=str(model_file), n_threads=omp_nthreads),
+            name=f"nn{suffix}",
+            n_procs=omp_nthreads,
+        )
+    ]
+    if fit_d_par is not None:
+        nodes.append(
+            pe.Node(
+                MLEEstimate(d_par=fit_d_par, n_threads=omp_nthreads),
+                name=f"mle{suffix}",
+                n_procs=omp_nthreads,
+            )
+        )
+    return [(node, model) for node in nodes]
 
 
 def _dicom_node(run: DwiRun, output_dir: Path, participants_tsv: Path | None) -> pe.Node:
