@@ -97,6 +97,8 @@ def test_nn_only_builtin_tissues(tmp_path, model_cache, scheme_reads):
         [f"sub-01_model-noddi_param-{p}_desc-nnmle_dwimap.{e}"
          for p in [*PARAMS.values(), "direction", "odmodulated", "icvfmodulated", "rmse",
                    "nrmse"] for e in ("nii.gz", "json")]
+        + [f"sub-01_model-noddi_param-{p}_stat-sd_desc-nnmle_dwimap.{e}"
+           for p in PARAMS.values() for e in ("nii.gz", "json")]
         + [f"sub-01_model-noddi_param-outofmodel_desc-nnmle_mask.{e}" for e in ("nii.gz", "json")]
         + [f"sub-01_label-{t}_mask.{e}" for t in ("WM", "GM", "CSF") for e in ("nii.gz", "json")]
         + ["sub-01_desc-brain_mask.nii.gz", "sub-01_desc-brain_mask.json",
@@ -170,7 +172,12 @@ def test_nn_mle_synthseg_on_other_grid_and_resume(tmp_path, model_cache, scheme_
         assert np.all(values[np.isfinite(values)] > 0) and np.median(values) < 0.1
     singular = load(folder / "sub-01_model-noddi_param-singular_desc-mle_mask.nii.gz")
     assert singular.dtype == np.uint8 and not singular[~mask].any()
-    assert not list(folder.glob("*_stat-sd_desc-nnmle_*"))
+    # the network's SDs come from its spread head (shipped networks have one)
+    network_sd = json.loads((folder / "sub-01_model-noddi_param-icvf_stat-sd_desc-nnmle_dwimap"
+                             ".json").read_text())  # fmt: skip
+    assert "spread head" in network_sd["Uncertainty"]["Method"]
+    values = load(folder / "sub-01_model-noddi_param-icvf_stat-sd_desc-nnmle_dwimap.nii.gz")
+    assert np.all(values[wm] > 0) and np.median(values[wm]) < 0.2
     tissue = json.loads((folder / "sub-01_label-GM_mask.json").read_text())
     assert tissue["Method"] == "SynthSeg" and tissue["Thresholds"]["GM"] == 0.8
     table = check_table_against_maps(folder, "sub-01", ["nnmle", "mle"])

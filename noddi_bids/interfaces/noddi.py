@@ -48,11 +48,20 @@ class _NNEstimateInputSpec(_EstimatorInputSpec):
     model_file = File(exists=True, mandatory=True, desc="ONNX network")
 
 
+class _NNEstimateOutputSpec(_EstimateOutputSpec):
+    odi_sd_file = File(exists=True, desc="standard deviation of ODI (the network's spread head)")
+    ndi_sd_file = File(exists=True, desc="standard deviation of NDI (the network's spread head)")
+    fwf_sd_file = File(exists=True, desc="standard deviation of FWF (the network's spread head)")
+    uncertainty = traits.Dict(traits.Str, traits.Any, desc="how the SDs were computed")
+
+
 class NNEstimate(SimpleInterface):
     """ODI, NDI and FWF maps predicted by an ONNX network (ONNX Runtime, CPU), and direction.
 
     The fibre direction comes from the shells' quadratic fits
-    (:func:`noddi_bids.nn.features.fibre_direction`).
+    (:func:`noddi_bids.nn.features.fibre_direction`); networks with a spread head also give the
+    standard deviation of each estimate
+    (:meth:`~noddi_bids.nn.infer.OnnxEstimator.predict_with_spread`).
 
     Examples
     --------
@@ -63,7 +72,7 @@ class NNEstimate(SimpleInterface):
     """
 
     input_spec = _NNEstimateInputSpec
-    output_spec = _EstimateOutputSpec
+    output_spec = _NNEstimateOutputSpec
 
     def _run_interface(self, runtime):
         from noddi_bids.nn.features import FeatureError, design, fibre_direction
@@ -73,9 +82,12 @@ class NNEstimate(SimpleInterface):
         estimator = OnnxEstimator(self.inputs.model_file, n_threads=self.inputs.n_threads)
         estimator.check_scheme(scheme)
         signals = np.load(self.inputs.signals_file)
-        predicted = estimator.predict(signals, scheme) if signals.shape[0] else np.empty((0, 3))
         meta = estimator.metadata
+        predicted, spread = estimator.predict_with_spread(signals, scheme)
         maps = {name: predicted[:, i] for i, name in enumerate(meta.parameters)}
+        if spread is not None:
+            maps.update({f"{name}_sd": spread[:, i] for i, name in enumerate(meta.parameters)})
+            self._results["uncertainty"] = io.network_uncertainty_details()
         try:
             maps["direction"] = fibre_direction(signals, scheme)
         except FeatureError as err:

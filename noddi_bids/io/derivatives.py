@@ -322,6 +322,19 @@ def uncertainty_details(n_singular: int) -> dict[str, Any]:
     }
 
 
+def network_uncertainty_details() -> dict[str, Any]:
+    """How a network's standard deviations were computed (its spread head, docs/models.md)."""
+    return {
+        "Uncertainty": {
+            "Method": "the network's spread head: a second network on the same inputs, trained "
+            "by the Gaussian likelihood of the estimates' errors against the ground truth of the "
+            "synthetic training data",
+            "Statistic": "standard deviation of the estimate's error against the truth (its "
+            "variance and bias together, for data like this voxel's)",
+        }
+    }
+
+
 def flag_sidecar(
     flag: str, estimate: Mapping[str, Any], details: Mapping[str, Any]
 ) -> dict[str, Any]:

@@ -24,17 +24,12 @@ import numpy as np
 import pydicom
 
 from noddi_bids.io.derivatives import (
-    ESTIMATOR_DESCRIPTIONS,
-    NN_DESC,
-    PARAM_LABELS,
     derivative_path,
     save_nifti,
     write_dataset_description,
     write_json,
 )
 from noddi_bids.io.dicom import (
-    ESTIMATORS,
-    PARAMETERS,
     patient_attributes_from_dicom,
     write_direction_series,
     write_parametric_map_series,
@@ -48,11 +43,12 @@ from noddi_bids.nn.metadata import ModelError
 from noddi_bids.nn.store import resolve_model
 from noddi_bids.node.config import NodeConfig
 from noddi_bids.node.convert import convert_series
+from noddi_bids.vocabulary import ESTIMATORS, NETWORK_ESTIMATORS, PARAMETERS, parameter
 
 LOGGER = logging.getLogger(__name__)
 
-#: Scalar maps written, in SeriesNumber order: name -> BIDS ``param-`` label.
-MAPS = ("odi", "ndi", "fwf")
+#: Scalar maps written, in SeriesNumber order.
+MAPS = PARAMETERS
 #: Series numbers of the maps: source SeriesNumber x this + 1, 2, 3 (4: direction), when that
 #: stays below :data:`MAX_SERIES_NUMBER`; else FALLBACK_SERIES_NUMBER + 0..3.
 SERIES_NUMBER_FACTOR = 100
@@ -206,7 +202,7 @@ def process_series(
         except FeatureError as err:
             LOGGER.info("no fibre direction map: %s", err)
             direction = None
-    desc = NN_DESC[estimator.metadata.labels]
+    desc = NETWORK_ESTIMATORS[estimator.metadata.labels]
     volumes = {name: _volume(reference.mask, predicted[:, i]) for i, name in enumerate(MAPS)}
     with _timed(timings, "write"):
         out_dirs = _write_dicom(
@@ -217,7 +213,7 @@ def process_series(
             sidecar = {
                 "Model": "NODDI",
                 "Estimator": desc,
-                "EstimatorDescription": ESTIMATOR_DESCRIPTIONS[desc],
+                "EstimatorDescription": ESTIMATORS[desc].words,
                 "ModelFile": estimator.path.name,
                 "ModelSHA256": estimator.sha256,
                 "Scheme": scheme.summary(),
@@ -268,10 +264,10 @@ def _write_dicom(
     }
     numbers = series_numbers(source.get("SeriesNumber"))
     origin = str(source.get("SeriesDescription", "") or "").strip()
-    estimator = ESTIMATORS[desc][0]
+    estimator = ESTIMATORS[desc].dicom
     out_dirs = []
     for name, number in zip(MAPS, numbers, strict=False):
-        short = PARAMETERS[name][0]
+        short = parameter(name).display
         image = nib.Nifti1Image(volumes[name], affine)
         description = f"NODDI {short} {estimator}" + (f" of {origin}" if origin else "")
         write_parametric_map_series(
@@ -361,7 +357,7 @@ def write_archive(
             "dwimap",
             ".nii.gz",
             model="noddi",
-            param=PARAM_LABELS[name],
+            param=parameter(name).label,
             desc=desc,
         )
         written.append(save_nifti(nib.Nifti1Image(values, image.affine), path))

@@ -25,8 +25,10 @@ ESTIMATE_FIELDS = ("odi_file", "ndi_file", "fwf_file", "direction_file", "odi_mo
 EXCLUDED_FIELDS = ("n_nonfinite", "n_nonpositive_b0")
 #: What an estimator node passes to its goodness-of-fit node.
 PREDICTION_FIELDS = ("odi_file", "ndi_file", "fwf_file", "direction_file", "d_par", "d_iso")
-#: What the fit passes to its writer beyond the estimate: standard deviations.
-UNCERTAINTY_FIELDS = ("odi_sd_file", "ndi_sd_file", "fwf_sd_file", "singular_file", "uncertainty")
+#: What an estimator passes to its writer beyond the estimate: standard deviations (networks
+#: with a spread head, the fit), and for the fit the voxels that have none.
+UNCERTAINTY_FIELDS = ("odi_sd_file", "ndi_sd_file", "fwf_sd_file", "uncertainty")
+SINGULAR_FIELDS = ("singular_file",)
 #: What a goodness-of-fit node passes to the derivative writer.
 QUALITY_FIELDS = ("rmse_file", "nrmse_file", "outofmodel_file", "quality")
 
@@ -178,7 +180,7 @@ def init_dwi_noddi_wf(
             (reference, quality, [*signals, ("mean_b0", "mean_b0")]),
             (fit, quality, [(field, field) for field in PREDICTION_FIELDS]),
             (quality, writer, [(field, field) for field in QUALITY_FIELDS]),
-            (fit, writer, [(field, field) for field in ESTIMATE_FIELDS]),
+            (fit, writer, [(field, field) for field in (*ESTIMATE_FIELDS, *UNCERTAINTY_FIELDS)]),
             (inputnode, writer, [("scheme", "scheme")]),
             (reference, writer, excluded),
             (writer, written, [("out_files", f"in{index + 2}")]),
@@ -191,7 +193,7 @@ def init_dwi_noddi_wf(
         if isinstance(fit.interface, MLEEstimate):  # a network's prediction uses the mean b = 0
             workflow.connect([
                 (fit, quality, [("s0_file", "s0_file")]),
-                (fit, writer, [(field, field) for field in UNCERTAINTY_FIELDS]),
+                (fit, writer, [(field, field) for field in SINGULAR_FIELDS]),
             ])  # fmt: skip
     if dicom:
         export = _dicom_node(run, output_dir, participants_tsv)
